@@ -1,0 +1,15 @@
+"""Small utilities shared across the package."""
+
+from .io import atomic_path, full_suffix, save_json_atomic, save_torch_atomic
+from .serialization import UnsafeCheckpointError, load_checkpoint, load_state_dict, unwrap_model
+
+__all__ = [
+    "UnsafeCheckpointError",
+    "atomic_path",
+    "full_suffix",
+    "load_checkpoint",
+    "load_state_dict",
+    "save_json_atomic",
+    "save_torch_atomic",
+    "unwrap_model",
+]
