@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from .lits import case_id_from_path, find_cases, load_datalist, prepare_datalist, save_datalist, split_cases
     from .pipelines import lits_2d_augmentation, lits_2d_preprocessing, lits_3d_transforms
-    from .slices import LiTSSliceDataset, SliceStackInferer
+    from .slices import LiTSSliceDataset
     from .synthetic import SyntheticCase, generate_case, generate_dataset
     from .transforms import (
         CheckCaseFilesd,
@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _MODULES = {
     "lits": ["case_id_from_path", "find_cases", "load_datalist", "prepare_datalist", "save_datalist", "split_cases"],
     "pipelines": ["lits_2d_augmentation", "lits_2d_preprocessing", "lits_3d_transforms"],
-    "slices": ["LiTSSliceDataset", "SliceStackInferer"],
+    "slices": ["LiTSSliceDataset"],
     "synthetic": ["SyntheticCase", "generate_case", "generate_dataset"],
     "transforms": [
         "CheckCaseFilesd",
@@ -55,7 +55,6 @@ __all__ = [
     "CheckCaseFilesd",
     "InvalidCaseError",
     "LiTSSliceDataset",
-    "SliceStackInferer",
     "SyntheticCase",
     "ValidateCased",
     "case_id_from_path",

@@ -230,7 +230,7 @@ def lits_2d_preprocessing(
     [CropForegroundd to the body], Resized in-plane to ``spatial_size`` keeping every slice (image:
     bilinear with Gaussian anti-aliasing when shrinking; label: nearest-exact), EnsureTyped float32.
     The output is ``(1, H, W, D)``; :func:`~unet_monai.data.transforms.volume_to_slice_stack` (or
-    :class:`~unet_monai.data.SliceStackInferer`) turns it into ``(D, num_slices, H, W)`` network inputs.
+    :class:`~unet_monai.inferers.SliceStackInferer`) turns it into ``(D, num_slices, H, W)`` network inputs.
     :class:`~unet_monai.data.LiTSSliceDataset` runs this chain once per volume and caches the result.
 
     Undoing the resize: every spatial step is invertible, so ``Invertd`` applied to the network's

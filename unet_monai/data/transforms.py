@@ -495,7 +495,7 @@ def volume_to_slice_stack(
     """Turn a preprocessed volume into 2.5D network inputs: each axial slice with its neighbours as channels.
 
     This is exactly what :class:`unet_monai.data.LiTSSliceDataset` feeds the 2D networks in training,
-    so inference on a whole volume must go through it (or :class:`unet_monai.data.SliceStackInferer`,
+    so inference on a whole volume must go through it (or :class:`unet_monai.inferers.SliceStackInferer`,
     which calls it in batches).
 
     Args:
