@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from monai.data import NibabelWriter
 from monai.config import PathLike
+from monai.data import NibabelWriter
 
 from unet_monai.utils.io import atomic_path
 

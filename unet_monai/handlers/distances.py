@@ -50,9 +50,13 @@ class SurfaceDistanceHandler(IgniteMetricHandler):
         save_details: bool = True,
     ) -> None:
         if metric == "hd95":
-            metric_fn = HausdorffDistanceMetric(include_background=include_background, percentile=95, reduction=reduction)
+            metric_fn = HausdorffDistanceMetric(
+                include_background=include_background, percentile=95, reduction=reduction
+            )
         elif metric == "asd":
-            metric_fn = SurfaceDistanceMetric(include_background=include_background, symmetric=True, reduction=reduction)
+            metric_fn = SurfaceDistanceMetric(
+                include_background=include_background, symmetric=True, reduction=reduction
+            )
         else:
             raise ValueError(f"metric must be 'hd95' or 'asd', got {metric!r}.")
         super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)
