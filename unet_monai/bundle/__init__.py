@@ -1,0 +1,16 @@
+"""Components the bundles reference by ``_target_``: bundle root, datalists, metric helpers."""
+
+from .data import demo_dataset, find_images, training_datalist
+from .metrics import ClassChannel, LossTerms, class_dice_metrics
+from .paths import bundle_root_of, resolve_bundle_root
+
+__all__ = [
+    "ClassChannel",
+    "LossTerms",
+    "bundle_root_of",
+    "class_dice_metrics",
+    "demo_dataset",
+    "find_images",
+    "resolve_bundle_root",
+    "training_datalist",
+]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .lits import case_id_from_path, find_cases, load_datalist, prepare_datalist, save_datalist, split_cases
-    from .pipelines import lits_2d_augmentation, lits_2d_preprocessing, lits_3d_transforms
+    from .pipelines import lits_2d_augmentation, lits_2d_preprocessing, lits_3d_transforms, lits_evaluation_transforms
     from .slices import LiTSSliceDataset
     from .synthetic import SyntheticCase, generate_case, generate_dataset
     from .transforms import (
@@ -31,11 +31,13 @@ if TYPE_CHECKING:  # pragma: no cover
         validate_datalist,
         volume_to_slice_stack,
     )
+    from .writers import AtomicNibabelWriter
 
 _MODULES = {
     "lits": ["case_id_from_path", "find_cases", "load_datalist", "prepare_datalist", "save_datalist", "split_cases"],
-    "pipelines": ["lits_2d_augmentation", "lits_2d_preprocessing", "lits_3d_transforms"],
+    "pipelines": ["lits_2d_augmentation", "lits_2d_preprocessing", "lits_3d_transforms", "lits_evaluation_transforms"],
     "slices": ["LiTSSliceDataset"],
+    "writers": ["AtomicNibabelWriter"],
     "synthetic": ["SyntheticCase", "generate_case", "generate_dataset"],
     "transforms": [
         "CheckCaseFilesd",
@@ -52,6 +54,7 @@ _MODULES = {
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
+    "AtomicNibabelWriter",
     "CheckCaseFilesd",
     "InvalidCaseError",
     "LiTSSliceDataset",
@@ -65,6 +68,7 @@ __all__ = [
     "lits_2d_augmentation",
     "lits_2d_preprocessing",
     "lits_3d_transforms",
+    "lits_evaluation_transforms",
     "load_datalist",
     "prepare_datalist",
     "save_datalist",

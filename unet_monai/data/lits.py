@@ -330,6 +330,7 @@ def save_datalist(
         return converted
 
     content = {"training": _convert(training), "validation": _convert(validation or []), "metadata": metadata or {}}
+    out.parent.mkdir(parents=True, exist_ok=True)
     return save_json_atomic(content, out)
 
 

@@ -24,6 +24,7 @@ Conventions shared by all chains:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from monai.transforms import (
@@ -48,7 +49,7 @@ from monai.transforms import (
 
 from unet_monai.data.transforms import LABEL_VALUES, CheckCaseFilesd, ValidateCased
 
-__all__ = ["lits_2d_augmentation", "lits_2d_preprocessing", "lits_3d_transforms"]
+__all__ = ["lits_2d_augmentation", "lits_2d_preprocessing", "lits_3d_transforms", "lits_evaluation_transforms"]
 
 _MODES = ("train", "val", "infer")
 
@@ -330,3 +331,52 @@ def lits_2d_augmentation(
         EnsureTyped(label_key, dtype=torch.int64, track_meta=False),
     ]
     return Compose(chain)
+
+
+def lits_evaluation_transforms(
+    pipeline: str = "2d",
+    merge_tumour: bool = False,
+    label_values: Sequence[int] = LABEL_VALUES,
+    affine_tol: float = 1e-3,
+    image_key: str = "image",
+    label_key: str = "label",
+    **kwargs: Any,
+) -> Compose:
+    """Evaluation input: the image preprocessed as for inference, the label kept as stored on disk.
+
+    Metrics are then computed in the original voxel space and spacing (LiTS-style): the prediction is
+    mapped back with ``Invertd(keys="pred", transform=<this Compose>, orig_keys="image")`` and compared
+    with the label as it was loaded, never with a resampled (and so altered) copy of it.
+
+    Chain: CheckCaseFilesd (image and label headers agree), LoadImaged + ValidateCased + EnsureChannelFirstd
+    for the label ([MapLabelValued 2->1]), then the ``"infer"`` chain of :func:`lits_2d_preprocessing`
+    (``pipeline="2d"``) or :func:`lits_3d_transforms` (``pipeline="3d"``) for the image.
+
+    Args:
+        pipeline: ``"2d"`` or ``"3d"``.
+        merge_tumour: map tumour (2) to liver (1) in the label (and the image chain's argument).
+        label_values, affine_tol, image_key, label_key: as in :func:`lits_3d_transforms`.
+        kwargs: further arguments of the image chain (``spatial_size``, ``spacing``, ``hu_window``, ...).
+    """
+    if pipeline not in ("2d", "3d"):
+        raise ValueError(f"pipeline must be '2d' or '3d', got {pipeline!r}.")
+    build = lits_2d_preprocessing if pipeline == "2d" else lits_3d_transforms
+    image_chain = build(
+        "infer",
+        merge_tumour=merge_tumour,
+        label_values=label_values,
+        affine_tol=affine_tol,
+        check_files=False,
+        image_key=image_key,
+        label_key=label_key,
+        **kwargs,
+    )
+    chain: list = [
+        CheckCaseFilesd([image_key, label_key], affine_tol=affine_tol),
+        LoadImaged(label_key, image_only=True),
+        ValidateCased([label_key], label_key=label_key, label_values=label_values, affine_tol=affine_tol),
+        EnsureChannelFirstd(label_key, channel_dim="no_channel"),
+    ]
+    if merge_tumour:
+        chain.append(MapLabelValued(label_key, orig_labels=[2], target_labels=[1]))
+    return Compose(chain + list(image_chain.transforms))

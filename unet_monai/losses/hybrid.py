@@ -11,12 +11,12 @@ from monai.losses import DiceLoss, FocalLoss
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+from .deep_supervision import check_ds_weights, ds_weights, split_network_output
 from .ms_ssim import MS_SSIM_WEIGHTS, MultiScaleSSIMLoss
 from .utils import as_onehot, check_reduction, float32_no_autocast, foreground_present
 
 __all__ = ["HybridLoss"]
 
-_DS_WEIGHT_MODES = ("same", "exp", "two")
 _TERMS = ("focal", "ms_ssim", "iou")
 
 
@@ -155,12 +155,7 @@ class HybridLoss(_Loss):
                 raise ValueError(f"{name} must be a finite number >= 0; got {value}.")
         if not any(lambdas.values()):
             raise ValueError("at least one of lambda_focal, lambda_ms_ssim, lambda_iou, lambda_cls must be > 0.")
-        if ds_weight_mode not in _DS_WEIGHT_MODES:
-            raise ValueError(f"ds_weight_mode must be one of {_DS_WEIGHT_MODES}; got {ds_weight_mode!r}.")
-        if ds_weights is not None:
-            ds_weights = [float(w) for w in ds_weights]
-            if not ds_weights or any(not math.isfinite(w) or w < 0 for w in ds_weights):
-                raise ValueError(f"ds_weights must be a non-empty sequence of numbers >= 0; got {ds_weights}.")
+        ds_weights = check_ds_weights(ds_weight_mode, ds_weights)
 
         self.include_background = include_background
         self.to_onehot_y = to_onehot_y
@@ -205,41 +200,7 @@ class HybridLoss(_Loss):
 
     def get_ds_weights(self, levels: int) -> list[float]:
         """The weights of ``levels`` deep-supervision outputs, final output first."""
-        if self.ds_weights is not None:
-            if len(self.ds_weights) < levels:
-                raise ValueError(
-                    f"ds_weights has {len(self.ds_weights)} values but the network returned {levels} outputs."
-                )
-            return self.ds_weights[:levels]
-        if self.ds_weight_mode == "exp":
-            return [max(0.5**level, 0.0625) for level in range(levels)]
-        if self.ds_weight_mode == "two":
-            return [1.0 if level == 0 else 0.5 for level in range(levels)]
-        return [1.0] * levels
-
-    def _split_outputs(
-        self, input: torch.Tensor | Sequence[torch.Tensor] | Mapping[str, object]
-    ) -> tuple[list[torch.Tensor], list[float], torch.Tensor | None]:
-        cls = None
-        seg: object = input
-        if isinstance(input, Mapping):
-            unknown = set(input) - {"seg", "cls"}
-            if "seg" not in input or unknown:
-                raise ValueError(
-                    f"a dict output must have the key 'seg' and optionally 'cls'; got keys {sorted(input)}."
-                )
-            seg = input["seg"]
-            cls = input.get("cls")
-            if cls is not None and not isinstance(cls, torch.Tensor):
-                raise TypeError(f"output['cls'] must be a Tensor (B, 2); got {type(cls).__name__}.")
-        if isinstance(seg, torch.Tensor):
-            return [seg], [1.0], cls
-        if isinstance(seg, (list, tuple)) and seg and all(isinstance(s, torch.Tensor) for s in seg):
-            return list(seg), self.get_ds_weights(len(seg)), cls
-        raise TypeError(
-            "the network output must be a Tensor, a non-empty list/tuple of Tensors, or a dict "
-            f"{{'seg': ..., 'cls': ...}}; got {type(seg).__name__}."
-        )
+        return ds_weights(levels, self.ds_weight_mode, self.ds_weights)
 
     def _reduce_focal(self, loss: torch.Tensor) -> torch.Tensor:
         # the reductions of MONAI's FocalLoss: "sum" averages over voxels first, then sums batch and classes
@@ -298,7 +259,8 @@ class HybridLoss(_Loss):
         Returns:
             The loss (float32): a scalar for ``"mean"``/``"sum"``.
         """
-        outputs, weights, cls = self._split_outputs(input)
+        outputs, cls = split_network_output(input)
+        weights = self.get_ds_weights(len(outputs))
         if not isinstance(target, torch.Tensor):
             raise TypeError(f"target must be a Tensor; got {type(target).__name__}.")
         with float32_no_autocast(target.device):

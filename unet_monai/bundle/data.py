@@ -1,0 +1,131 @@
+"""Datalists for the bundles: the user's LiTS / Task03 folder, or synthetic demo data made on first use."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from unet_monai.data.lits import find_cases, prepare_datalist
+from unet_monai.data.synthetic import generate_dataset
+
+__all__ = ["demo_dataset", "find_images", "training_datalist"]
+
+logger = logging.getLogger(__name__)
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+_IMAGE_PATTERNS = ("*.nii.gz", "*.nii", "*.nrrd", "*.mha", "*.mhd")
+
+
+@contextlib.contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (so DDP ranks generate the demo data once)."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as f:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _as_range(value: int | Sequence[int]) -> list[float]:
+    """``160`` and ``(160, 160)`` alike as ``[160.0, 160.0]``, to compare generation arguments."""
+    values = [value, value] if isinstance(value, (int, float)) else list(value)
+    return [float(v) for v in values]
+
+
+def demo_dataset(
+    demo_dir: str | os.PathLike,
+    num_cases: int = 20,
+    seed: int = 0,
+    size: int | Sequence[int] = (128, 192),
+    slices: int | Sequence[int] = (48, 96),
+) -> str:
+    """Return ``demo_dir``, generating the synthetic LiTS-like demo dataset there first if needed.
+
+    The dataset is (re)generated when ``demo_dir/generation.json`` is missing or was made with other
+    arguments, under a file lock so that concurrent processes (DDP ranks) generate it once.
+    """
+    folder = Path(demo_dir)
+    wanted = {"num_cases": int(num_cases), "seed": int(seed), "size": _as_range(size), "slices": _as_range(slices)}
+    record = folder / "generation.json"
+    with _exclusive(folder / ".generate.lock"):
+        if record.is_file():
+            try:
+                done = json.loads(record.read_text())
+            except json.JSONDecodeError:
+                done = {}
+            args = done.get("arguments", {})
+            made = {k: _as_range(args[k]) if k in ("size", "slices") else args.get(k) for k in wanted if k in args}
+            if made == wanted:
+                return str(folder)
+        logger.info("generating %d synthetic LiTS-like cases in %s (first use)", num_cases, folder)
+        generate_dataset(folder, num_cases=int(num_cases), seed=int(seed), size=size, slices=slices)
+    return str(folder)
+
+
+def training_datalist(
+    dataset_dir: str | os.PathLike | None,
+    demo_dir: str | os.PathLike,
+    output_json: str | os.PathLike | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    fold: int | None = None,
+    num_folds: int = 5,
+    demo_cases: int = 20,
+    demo_size: int | Sequence[int] = (128, 192),
+    demo_slices: int | Sequence[int] = (48, 96),
+) -> dict[str, list[dict[str, Any]]]:
+    """The ``{"training": [...], "validation": [...]}`` datalist a bundle trains on.
+
+    With ``dataset_dir`` empty or ``None`` the synthetic demo dataset in ``demo_dir`` is used (made on
+    first use, see :func:`demo_dataset`); otherwise ``dataset_dir`` must hold a LiTS 2017 or MSD
+    Task03_Liver layout. Cases are split by case id, deterministically for a ``seed`` (or as fold
+    ``fold`` of ``num_folds``), and the split is saved to ``output_json`` so a run can be reproduced.
+    """
+    if dataset_dir in (None, "", "None"):
+        dataset_dir = demo_dataset(demo_dir, num_cases=demo_cases, seed=seed, size=demo_size, slices=demo_slices)
+    return prepare_datalist(
+        dataset_dir, output_json, val_fraction=val_fraction, seed=seed, fold=fold, num_folds=num_folds
+    )
+
+
+def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict[str, str]]:
+    """``[{"image": path}, ...]`` for inference: a folder of images, one file, or a list of files.
+
+    A folder laid out as a LiTS or MSD dataset gives its images only (not its segmentations); any other
+    folder gives every .nii, .nii.gz, .nrrd, .mha and .mhd file in it.
+
+    Raises:
+        FileNotFoundError: a path does not exist, or a folder holds no image (.nii, .nii.gz, .nrrd, .mha).
+    """
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    found: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            try:  # a LiTS / MSD dataset folder: its images, not its labels
+                files = [case["image"] for case in find_cases(path, require_labels=False)]
+            except (ValueError, FileNotFoundError):
+                files = sorted({f for pattern in _IMAGE_PATTERNS for f in glob.glob(str(path / pattern))})
+                files = [f for f in files if not Path(f).name.startswith(".")]
+            if not files:
+                raise FileNotFoundError(f"no images (.nii, .nii.gz, .nrrd, .mha) in the folder {path}.")
+            found += files
+        elif path.is_file():
+            found.append(str(path))
+        else:
+            raise FileNotFoundError(f"input {path} does not exist.")
+    return [{"image": os.path.abspath(f)} for f in found]
