@@ -53,6 +53,7 @@ from monai.transforms import (
     Compose,
     EnsureTyped,
     Invertd,
+    InvertibleTransform,
     LoadImaged,
     MapTransform,
     RandCropByLabelClassesd,
@@ -1007,9 +1008,10 @@ def microscopy_postprocessing(
     """Post-processing of one decollated prediction: softmax, back to the input size, argmax, optional files.
 
     Chain: ``Activationsd(softmax)`` (if ``softmax``), ``Invertd(pred_key, preprocessing, orig_keys=image_key,
-    nearest_interp=False)`` (if ``preprocessing`` is given: undoes a ``"resize"`` chain's ``Resized`` on the
-    probabilities, bilinear; a no-op for ``"crop"`` chains), ``AsDiscreted(argmax=True)`` -> (1, H, W) class
-    indices, and :class:`SaveMicroscopyPredictiond` (if ``output_dir``).
+    nearest_interp=False)`` (if ``preprocessing`` is given and holds an invertible transform: undoes a
+    ``"resize"`` chain's ``Resized`` on the probabilities, bilinear; ``"crop"`` chains need nothing),
+    ``AsDiscreted(argmax=True)`` -> (1, H, W) class indices, and :class:`SaveMicroscopyPredictiond` (if
+    ``output_dir``).
 
     Args:
         preprocessing: the ``"infer"`` (or ``"val"``) chain of :func:`microscopy_transforms` that produced the
@@ -1025,7 +1027,9 @@ def microscopy_postprocessing(
     chain: list = []
     if softmax:
         chain.append(Activationsd(pred_key, softmax=True))
-    if preprocessing is not None:
+    if preprocessing is not None and any(
+        isinstance(t, InvertibleTransform) for t in preprocessing.flatten().transforms
+    ):
         chain.append(Invertd(pred_key, transform=preprocessing, orig_keys=image_key, nearest_interp=False))
     chain.append(AsDiscreted(pred_key, argmax=True))
     if output_dir is not None:

@@ -93,7 +93,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, d
     for _ in range(int(rng.integers(1, 3))):
         gy, gx = rng.uniform(-0.3, 1.3, size=2)
         radius = float(rng.uniform(0.25, 0.7))
-        amp = float(rng.uniform(0.04, 0.16))
+        amp = float(rng.uniform(0.05, 0.2))
         tint = np.array([1.0, rng.uniform(0.85, 1.0), rng.uniform(0.8, 1.15)], dtype=np.float32)
         glow = np.exp(-(((y - gy) ** 2) + ((x - gx) * aspect) ** 2) / (2 * radius**2)).astype(np.float32)
         img += amp * glow[:, :, None] * tint

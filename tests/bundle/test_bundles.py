@@ -1,0 +1,227 @@
+"""The four LiTS bundles, tested the way the model zoo tests its bundles.
+
+Each bundle is copied to a temporary folder and run through the real ``python -m monai.bundle`` command
+line on a few tiny generated volumes, with reduced widths and sizes through config overrides: one epoch
+of training (from another working directory: outputs must land in the bundle), evaluation (from inside
+the bundle folder), inference on a folder of NIfTI files, ``verify_metadata``, ``verify_net_in_out``,
+``ckpt_export`` (TorchScript) and ``onnx_export``, plus ``check_properties()`` and a 2-process gloo run
+of ``multi_gpu_train.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from unet_monai.data import generate_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = REPO / "bundles" / "schema" / "meta_schema_20240725.json"
+SCHEMA_MD5 = "06954cad2cc5d3784e72077ac76f0fc8"
+BUNDLES = {
+    "liver_ct_unet3plus_2d_segmentation": "2d",
+    "liver_ct_unetplusplus_2d_segmentation": "2d",
+    "liver_ct_unet3plus_3d_segmentation": "3d",
+    "liver_ct_unetplusplus_3d_segmentation": "3d",
+}
+TINY = {"features": "[4,8,8,16,16]"}
+TINY_2D = {**TINY, "spatial_size": "[32,32]", "num_workers": "0", "batch_size": "4", "sw_batch_size": "8"}
+TINY_3D = {**TINY, "spacing": "[3.0,3.0,3.0]", "patch_size": "[24,24,24]", "num_samples": "2", "num_workers": "0"}
+
+pytestmark = pytest.mark.slow
+
+
+def overrides(kind: str, **extra: object) -> list[str]:
+    """Command-line overrides that shrink a bundle to CPU-test size."""
+    values = {**(TINY_2D if kind == "2d" else TINY_3D), **{k: str(v) for k, v in extra.items()}}
+    return [arg for key, value in values.items() for arg in (f"--{key}", value)]
+
+
+def monai_bundle(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    assert result.returncode == 0, f"monai.bundle {args[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """Three small LiTS-layout cases (RAS and LPS): two for training, one for validation."""
+    root = tmp_path_factory.mktemp("lits")
+    generate_dataset(root, num_cases=3, seed=3, size=40, slices=(12, 16))
+    return root
+
+
+def copy_bundle(name: str, dest: Path) -> Path:
+    target = dest / name
+    shutil.copytree(
+        REPO / "bundles" / name, target, ignore=shutil.ignore_patterns("models", "eval", "data", "predictions")
+    )
+    return target
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_train_evaluate_infer_export(name, dataset, tmp_path):
+    kind = BUNDLES[name]
+    bundle = copy_bundle(name, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    data_args = ["--dataset_dir", str(dataset), "--val_fraction", "0.34"]
+
+    # training, run from another folder: everything must be written under the bundle
+    monai_bundle(
+        "run", "training", "--config_file", str(bundle / "configs" / "train.json"),
+        "--epochs", "1", *data_args, *overrides(kind), cwd=elsewhere,
+    )  # fmt: skip
+    assert list(elsewhere.iterdir()) == []
+    state = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert isinstance(state, dict) and not any(k.startswith("module.") for k in state)
+    checkpoint = torch.load(bundle / "models" / "checkpoint.pt", weights_only=True)
+    assert {"network", "optimizer", "lr_scheduler", "trainer"} <= set(checkpoint)
+    assert checkpoint["trainer"]["epoch"] == 1
+    history = json.loads((bundle / "eval" / "history.json").read_text())
+    assert [r["epoch"] for r in history["train"]] == [1]
+    assert {"val_mean_dice", "val_dice_liver", "val_dice_tumour"} <= set(history["validation"][0])
+    assert (bundle / "eval" / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    datalist = json.loads((bundle / "eval" / "datalist.json").read_text())
+    assert len(datalist["training"]) == 2 and len(datalist["validation"]) == 1
+    assert not {c["case"] for c in datalist["training"]} & {c["case"] for c in datalist["validation"]}
+
+    # evaluation, run from inside the bundle with relative paths
+    monai_bundle(
+        "run", "evaluating", "--config_file", "['configs/train.json','configs/evaluate.json']",
+        *data_args, *overrides(kind), cwd=bundle,
+    )  # fmt: skip
+    with open(bundle / "eval" / "metrics_per_case.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["case"] for r in rows] == [c["case"] for c in datalist["validation"]]
+    assert set(rows[0]) == {"case"} | {f"{m}_{c}" for m in ("dice", "hd95", "asd") for c in ("liver", "tumour")}
+    assert 0.0 <= float(rows[0]["dice_liver"]) <= 1.0
+    assert (bundle / "eval" / "metrics_summary.csv").is_file()
+
+    # inference on the dataset folder: its volumes, not its segmentations
+    out = tmp_path / "predictions"
+    monai_bundle(
+        "run", "inferring", "--config_file", str(bundle / "configs" / "inference.json"),
+        "--dataset_dir", str(dataset), "--output_dir", str(out), *overrides(kind), cwd=elsewhere,
+    )  # fmt: skip
+    volumes = sorted(dataset.glob("volume-*.nii.gz"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(v.name.replace(".nii.gz", "_seg.nii.gz") for v in volumes)
+    for volume in volumes:
+        image = nib.load(volume)
+        pred = nib.load(out / volume.name.replace(".nii.gz", "_seg.nii.gz"))
+        assert pred.shape == image.shape
+        np.testing.assert_allclose(pred.affine, image.affine, atol=1e-4)
+        assert nib.aff2axcodes(pred.affine) == nib.aff2axcodes(image.affine)
+        assert pred.get_data_dtype() == np.uint8
+        assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2}
+
+    # TorchScript export: the exported model matches the eager one
+    meta = str(bundle / "configs" / "metadata.json")
+    config = str(bundle / "configs" / "inference.json")
+    monai_bundle(
+        "ckpt_export", "network_def", "--filepath", str(bundle / "models" / "model.ts"),
+        "--ckpt_file", str(bundle / "models" / "model.pt"), "--meta_file", meta, "--config_file", config,
+        "--features", TINY["features"], cwd=elsewhere,
+    )  # fmt: skip
+    net = eager_network(config, bundle)
+    scripted = torch.jit.load(bundle / "models" / "model.ts")
+    x = torch.rand(1, 3, 32, 32) if kind == "2d" else torch.rand(1, 1, 24, 24, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x), rtol=1e-4, atol=1e-5)
+
+    # ONNX export (fixed input shape), checked with onnxruntime
+    onnxruntime = pytest.importorskip("onnxruntime")
+    shape = "[1,3,32,32]" if kind == "2d" else "[1,1,24,24,24]"
+    monai_bundle(
+        "onnx_export", "network_def", "--filepath", str(bundle / "models" / "model.onnx"),
+        "--ckpt_file", str(bundle / "models" / "model.pt"), "--meta_file", meta, "--config_file", config,
+        "--input_shape", shape, "--features", TINY["features"], cwd=elsewhere,
+    )  # fmt: skip
+    session = onnxruntime.InferenceSession(str(bundle / "models" / "model.onnx"))
+    (onnx_out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx_out, net(x).numpy(), rtol=1e-3, atol=1e-4)
+
+
+def eager_network(config: str, bundle: Path) -> torch.nn.Module:
+    parser = ConfigParser()
+    parser.read_config(config)
+    parser["bundle_root"] = str(bundle)
+    parser["features"] = json.loads(TINY["features"])
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    return net.eval()
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_metadata_and_network_io(name, tmp_path):
+    bundle = REPO / "bundles" / name
+    meta = str(bundle / "configs" / "metadata.json")
+    monai_bundle(
+        "verify_metadata", "--meta_file", meta, "--filepath", str(SCHEMA), "--hash_val", SCHEMA_MD5, cwd=tmp_path
+    )
+    monai_bundle(
+        "verify_net_in_out", "network_def", "--meta_file", meta,
+        "--config_file", str(bundle / "configs" / "inference.json"), "--features", TINY["features"],
+        "--bundle_root", str(bundle), cwd=tmp_path,
+    )  # fmt: skip
+    metadata = json.loads(Path(meta).read_text())
+    assert metadata["network_data_format"]["outputs"]["pred"]["channel_def"] == {
+        "0": "background",
+        "1": "liver",
+        "2": "tumour",
+    }
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_check_properties(name, dataset, tmp_path):
+    bundle = copy_bundle(name, tmp_path)
+    tiny = {k: json.loads(v) for k, v in (TINY_2D if BUNDLES[name] == "2d" else TINY_3D).items()}
+    for config, workflow_type in (("train.json", "train"), ("inference.json", "infer")):
+        workflow = ConfigWorkflow(
+            config_file=str(bundle / "configs" / config),
+            workflow_type=workflow_type,
+            bundle_root=str(bundle),
+            dataset_dir=str(dataset),
+            **tiny,
+        )
+        workflow.initialize()
+        assert workflow.check_properties() == [], f"{config}: missing required properties"
+
+
+@pytest.mark.parametrize("name", ["liver_ct_unet3plus_2d_segmentation", "liver_ct_unetplusplus_3d_segmentation"])
+def test_multi_gpu_train_with_two_gloo_processes(name, dataset, tmp_path):
+    bundle = copy_bundle(name, tmp_path)
+    configs = f"['{bundle}/configs/train.json','{bundle}/configs/multi_gpu_train.json']"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+            "-m", "monai.bundle", "run", "training", "--config_file", configs, "--epochs", "1",
+            # two validation cases: MONAI's DistributedSampler needs at least one per rank
+            "--dataset_dir", str(dataset), "--val_fraction", "0.67", *overrides(BUNDLES[name]),
+        ],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-5000:]
+    state = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert state and not any(k.startswith("module.") for k in state)  # DDP unwrapped
+    history = json.loads((bundle / "eval" / "history.json").read_text())
+    assert [r["epoch"] for r in history["train"]] == [1]  # written once, by rank 0
