@@ -115,6 +115,9 @@ def test_train_evaluate_infer_export(name, dataset, tmp_path):
     assert set(rows[0]) == {"case"} | {f"{m}_{c}" for m in ("dice", "hd95", "asd") for c in ("liver", "tumour")}
     assert 0.0 <= float(rows[0]["dice_liver"]) <= 1.0
     assert (bundle / "eval" / "metrics_summary.csv").is_file()
+    case = datalist["validation"][0]
+    saved = nib.load(bundle / "eval" / "predictions" / f"{case['case']}_seg.nii.gz")
+    assert saved.shape == nib.load(case["image"]).shape
 
     # inference on the dataset folder: its volumes, not its segmentations
     out = tmp_path / "predictions"
