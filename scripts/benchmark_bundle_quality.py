@@ -1,0 +1,74 @@
+"""Quality benchmark: train a bundle on the synthetic demo data on CPU, evaluate it, print the figures.
+
+Not a test: it runs the real bundle commands (``monai.bundle run training`` with the bundle's
+``configs/demo.json``, then ``evaluating``) on a copy of the bundle in a work folder, times them, and
+prints the validation-case metrics from ``eval/metrics_summary.csv`` together with the wall time, so
+the figures can be recorded in the bundle's ``docs/README.md``.
+
+Example::
+
+    python scripts/benchmark_bundle_quality.py liver_ct_unet3plus_2d_segmentation --minutes 20
+    python scripts/benchmark_bundle_quality.py liver_ct_unetplusplus_3d_segmentation -o epochs=30
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(args: list[str], cwd: Path, timeout: float | None) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, check=True, timeout=timeout)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundle", help="bundle folder name under bundles/")
+    parser.add_argument("--workdir", default="benchmark_results/quality", help="where the bundle copy runs")
+    parser.add_argument("--minutes", type=float, default=20.0, help="time limit of the training run")
+    parser.add_argument("-o", "--override", action="append", default=[], help="extra config override key=value")
+    parser.add_argument("--json", default=None, help="write the figures to this JSON file")
+    args = parser.parse_args(argv)
+
+    work = Path(args.workdir).resolve() / args.bundle
+    if work.exists():
+        shutil.rmtree(work)
+    shutil.copytree(
+        REPO / "bundles" / args.bundle, work, ignore=shutil.ignore_patterns("models", "eval", "predictions")
+    )
+    overrides = [arg for item in args.override for arg in ("--" + item.split("=", 1)[0], item.split("=", 1)[1])]
+    configs = "['configs/train.json','configs/demo.json']"
+    train_s = run(["run", "training", "--config_file", configs, *overrides], work, args.minutes * 60)
+    eval_configs = "['configs/train.json','configs/demo.json','configs/evaluate.json']"
+    eval_s = run(["run", "evaluating", "--config_file", eval_configs, *overrides], work, None)
+
+    with open(work / "eval" / "metrics_summary.csv") as f:
+        summary = {row["metric"]: row for row in csv.DictReader(f)}
+    history = json.loads((work / "eval" / "history.json").read_text())
+    figures = {
+        "bundle": args.bundle,
+        "overrides": args.override,
+        "train_minutes": round(train_s / 60, 2),
+        "evaluate_seconds": round(eval_s, 1),
+        "epochs": history["train"][-1]["epoch"] if history["train"] else 0,
+        "metrics": {name: {k: row[k] for k in ("mean", "std", "n")} for name, row in summary.items()},
+    }
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
