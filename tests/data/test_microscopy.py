@@ -191,7 +191,7 @@ def test_split_by_file_is_deterministic_and_saved(tmp_path):
     assert len(val) == 3 and sorted(train + val) == [f"{i:03d}" for i in range(10)]
     assert first == again
     assert [r["case"] for r in load_datalist(tmp_path / "split.json", "validation")] == val
-    assert json.loads((tmp_path / "split.json").read_text())["metadata"]["num_images"] == 10
+    assert json.loads((tmp_path / "split.json").read_text())["metadata"]["num_cases"] == 10
 
 
 # --------------------------------------------------------------------------- pipelines

@@ -33,6 +33,7 @@ __all__ = [
     "load_datalist",
     "prepare_datalist",
     "save_datalist",
+    "split_and_save",
     "split_cases",
 ]
 
@@ -403,6 +404,20 @@ def prepare_datalist(
         "train_data": "$@datalist['training']"
     """
     records = find_cases(dataset_dir, layout=layout)
+    return split_and_save(records, dataset_dir, output_json, val_fraction, seed, fold, num_folds)
+
+
+def split_and_save(
+    records: Sequence[dict[str, Any]],
+    dataset_dir: str | os.PathLike,
+    output_json: str | os.PathLike | None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    fold: int | None = None,
+    num_folds: int = 5,
+) -> dict[str, list[dict[str, Any]]]:
+    """Split ``records`` by case (:func:`split_cases`) and, if ``output_json`` is given, save the split with
+    the arguments that made it (:func:`save_datalist`). Returns ``{"training": [...], "validation": [...]}``."""
     train, val = split_cases(records, val_fraction=val_fraction, seed=seed, fold=fold, num_folds=num_folds)
     if output_json is not None:
         meta = {

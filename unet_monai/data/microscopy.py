@@ -68,7 +68,7 @@ from monai.transforms import (
 )
 from PIL import Image
 
-from unet_monai.data.lits import save_datalist, split_cases
+from unet_monai.data.lits import split_and_save
 from unet_monai.utils.io import atomic_path
 
 __all__ = [
@@ -603,18 +603,7 @@ def prepare_microscopy_datalist(
         "train_data": "$@datalist['training']"
     """
     records = find_image_pairs(dataset_dir, images_dir=images_dir, masks_dir=masks_dir, mask_suffix=mask_suffix)
-    train, val = split_cases(records, val_fraction=val_fraction, seed=seed, fold=fold, num_folds=num_folds)
-    if output_json is not None:
-        meta = {
-            "dataset_dir": str(Path(dataset_dir).resolve()),
-            "val_fraction": val_fraction,
-            "seed": seed,
-            "fold": fold,
-            "num_folds": num_folds,
-            "num_images": len(records),
-        }
-        save_datalist(output_json, train, val, metadata=meta)
-    return {"training": train, "validation": val}
+    return split_and_save(records, dataset_dir, output_json, val_fraction, seed, fold, num_folds)
 
 
 # --------------------------------------------------------------------------- pipelines
