@@ -217,26 +217,21 @@ def test_argument_errors(datalist, kwargs, match):
 
 def test_a_small_network_learns_the_synthetic_liver(datalist):
     """The data is learnable, not noise: a tiny 2D U-Net's loss falls clearly within 40 steps."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions: one thread is faster than two on a shared machine
-    try:
-        torch.manual_seed(0)
-        ds = LiTSSliceDataset(datalist, num_slices=3, spatial_size=(48, 48), neg_fraction=0.3, merge_tumour=True)
-        net = BasicUNet(spatial_dims=2, in_channels=3, out_channels=2, features=(4, 4, 8, 8, 16, 4))
-        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-        loader = DataLoader(ds, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
-        losses: list[float] = []
-        while len(losses) < 40:
-            for batch in loader:
-                opt.zero_grad()
-                loss = loss_fn(net(batch["image"]), batch["label"])
-                loss.backward()
-                opt.step()
-                losses.append(float(loss))
-                if len(losses) == 40:
-                    break
-    finally:
-        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    ds = LiTSSliceDataset(datalist, num_slices=3, spatial_size=(48, 48), neg_fraction=0.3, merge_tumour=True)
+    net = BasicUNet(spatial_dims=2, in_channels=3, out_channels=2, features=(4, 4, 8, 8, 16, 4))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    loader = DataLoader(ds, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+    losses: list[float] = []
+    while len(losses) < 40:
+        for batch in loader:
+            opt.zero_grad()
+            loss = loss_fn(net(batch["image"]), batch["label"])
+            loss.backward()
+            opt.step()
+            losses.append(float(loss))
+            if len(losses) == 40:
+                break
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     assert last < 0.6 * first, (first, last)

@@ -108,33 +108,28 @@ def test_bad_arguments(tmp_path, kwargs, match):
 
 def test_a_small_network_learns_the_synthetic_darkfield(tmp_path):
     """The data is learnable: a tiny 2D U-Net trained with the seed's loss segments cells and bacteria in 40 steps."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions: one thread is faster than two on a shared machine
-    try:
-        datalist = generate_dataset(tmp_path, num_images=12, seed=0, size=64)
-        pre = microscopy_transforms("val", spatial_size=64)
-        items = [pre(d) for d in datalist]
-        x = torch.stack([i["image"].as_tensor() for i in items])
-        y = torch.stack([i["label"].as_tensor() for i in items])
-        torch.manual_seed(0)
-        net = BasicUNet(spatial_dims=2, in_channels=3, out_channels=3, features=(8, 8, 16, 16, 32, 8))
-        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-        loss_fn = CrossEntropyIoUDiceLoss(to_onehot_y=True)
-        g = torch.Generator().manual_seed(0)
-        losses: list[float] = []
-        for step in range(40):
-            idx = torch.randperm(len(x), generator=g)[:6]
-            xb, yb = (x[idx], y[idx]) if step % 2 else (x[idx].flip(-1), y[idx].flip(-1))
-            opt.zero_grad()
-            loss = loss_fn(net(xb), yb)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        net.eval()
-        with torch.no_grad():
-            pred = net(x).argmax(1, keepdim=True)
-    finally:
-        torch.set_num_threads(threads)
+    datalist = generate_dataset(tmp_path, num_images=12, seed=0, size=64)
+    pre = microscopy_transforms("val", spatial_size=64)
+    items = [pre(d) for d in datalist]
+    x = torch.stack([i["image"].as_tensor() for i in items])
+    y = torch.stack([i["label"].as_tensor() for i in items])
+    torch.manual_seed(0)
+    net = BasicUNet(spatial_dims=2, in_channels=3, out_channels=3, features=(8, 8, 16, 16, 32, 8))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    loss_fn = CrossEntropyIoUDiceLoss(to_onehot_y=True)
+    g = torch.Generator().manual_seed(0)
+    losses: list[float] = []
+    for step in range(40):
+        idx = torch.randperm(len(x), generator=g)[:6]
+        xb, yb = (x[idx], y[idx]) if step % 2 else (x[idx].flip(-1), y[idx].flip(-1))
+        opt.zero_grad()
+        loss = loss_fn(net(xb), yb)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    net.eval()
+    with torch.no_grad():
+        pred = net(x).argmax(1, keepdim=True)
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     assert last < 0.4 * first, (first, last)
     for c in (1, 2):

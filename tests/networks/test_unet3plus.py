@@ -26,15 +26,6 @@ REFERENCE_COUNTS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are tiny: one thread is faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small_net(spatial_dims: int = 2, **kwargs) -> UNet3Plus:
     torch.manual_seed(0)
     for key, value in SMALL.items():
