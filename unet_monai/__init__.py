@@ -7,7 +7,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("bundle", "data", "handlers", "inferers", "losses", "networks", "utils")
+_SUBPACKAGES = ("apps", "bundle", "cli", "data", "handlers", "inferers", "losses", "metrics", "networks", "utils")
 
 __all__ = ["__version__", *_SUBPACKAGES]
 
