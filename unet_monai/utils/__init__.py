@@ -1,6 +1,6 @@
 """Small utilities shared across the package."""
 
-from .io import atomic_path, full_suffix, save_json_atomic, save_torch_atomic
+from .io import atomic_path, full_suffix, remove_stale_temporaries, save_json_atomic, save_torch_atomic
 from .serialization import UnsafeCheckpointError, load_checkpoint, load_state_dict, unwrap_model
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "full_suffix",
     "load_checkpoint",
     "load_state_dict",
+    "remove_stale_temporaries",
     "save_json_atomic",
     "save_torch_atomic",
     "unwrap_model",

@@ -6,6 +6,7 @@ prediction or table behind: the destination holds either the old content or the 
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "full_suffix", "save_json_atomic", "save_torch_atomic"]
+__all__ = ["atomic_path", "full_suffix", "remove_stale_temporaries", "save_json_atomic", "save_torch_atomic"]
 
 
 def full_suffix(path: str | os.PathLike) -> str:
@@ -80,3 +81,23 @@ def save_torch_atomic(obj: Any, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that interrupted :func:`atomic_path` writes of ``path`` left behind.
+
+    A process killed with SIGKILL (or a machine losing power) during a write cannot delete its temporary
+    file ``.<name>.<random>.tmp<ext>`` beside ``path``; the destination itself is intact. Call this only
+    when no other process may be writing ``path`` at the same moment (e.g. when a training run starts:
+    only rank 0 of one run writes its checkpoint). Returns the deleted paths.
+    """
+    dest = Path(path)
+    folder = dest.parent if str(dest.parent) else Path(".")
+    if not folder.is_dir():
+        return []
+    removed = []
+    for tmp in folder.glob(f".{glob.escape(dest.name)}.*.tmp{glob.escape(full_suffix(dest))}"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
