@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -41,7 +42,9 @@ class TrainingHistory:
     function exposes them (``HybridLoss.components``: focal, MS-SSIM, IoU, classification), the
     learning rate and the epoch time; after each validation, the evaluator's metrics (the per-class Dice
     included). The JSON is rewritten atomically after every epoch, so it is readable while training
-    runs (``unet-monai report`` draws it); the PNG is drawn at the end of training. Only rank 0 writes.
+    runs (``unet-monai report`` draws it); the PNG is drawn at the end of training. A resumed run keeps the
+    records of the epochs it resumes from (attach this handler after the checkpoint loader). Only rank 0
+    writes.
 
     Args:
         output_dir: folder for ``history.json`` and ``learning_curves.png``.
@@ -80,12 +83,26 @@ class TrainingHistory:
 
     def attach(self, engine: Engine) -> None:
         self._trainer = engine
+        engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
         engine.add_event_handler(Events.COMPLETED, self._completed)
         if self.evaluator is not None:
             self.evaluator.add_event_handler(Events.EPOCH_COMPLETED, self._validation_completed)
+
+    def _started(self, engine: Engine) -> None:
+        """On a resumed run (the trainer starts past epoch 0), keep the history of the epochs it resumes from."""
+        done = engine.state.epoch
+        self.history = {"train": [], "validation": []}
+        if done > 0 and self.json_path.is_file():
+            try:
+                previous = json.loads(self.json_path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                logger.warning("cannot read %s to continue it (%s): starting a new history.", self.json_path, e)
+                return
+            for part in ("train", "validation"):
+                self.history[part] = [r for r in previous.get(part, []) if r.get("epoch", 0) <= done]
 
     def _epoch_started(self, engine: Engine) -> None:
         self._sums.clear()
