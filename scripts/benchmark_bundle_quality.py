@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from unet_monai.utils.io import save_json_atomic
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(figures, indent=2))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+        save_json_atomic(figures, args.json)
     return 0
 
 
