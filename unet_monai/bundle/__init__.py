@@ -1,6 +1,13 @@
 """Components the bundles reference by ``_target_``: bundle root, datalists, metric helpers."""
 
-from .data import demo_dataset, find_images, training_datalist
+from .data import (
+    demo_dataset,
+    find_images,
+    find_microscopy_images,
+    microscopy_datalist,
+    microscopy_demo_dataset,
+    training_datalist,
+)
 from .metrics import ClassChannel, LossTerms, class_dice_metrics
 from .paths import bundle_root_of, resolve_bundle_root
 
@@ -11,6 +18,9 @@ __all__ = [
     "class_dice_metrics",
     "demo_dataset",
     "find_images",
+    "find_microscopy_images",
+    "microscopy_datalist",
+    "microscopy_demo_dataset",
     "resolve_bundle_root",
     "training_datalist",
 ]

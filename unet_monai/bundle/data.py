@@ -7,14 +7,21 @@ import glob
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from unet_monai.data.lits import find_cases, prepare_datalist
 from unet_monai.data.synthetic import generate_dataset
 
-__all__ = ["demo_dataset", "find_images", "training_datalist"]
+__all__ = [
+    "demo_dataset",
+    "find_images",
+    "find_microscopy_images",
+    "microscopy_datalist",
+    "microscopy_demo_dataset",
+    "training_datalist",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +53,26 @@ def _as_range(value: int | Sequence[int]) -> list[float]:
     return [float(v) for v in values]
 
 
+def _generated(folder: Path, wanted: dict[str, Any], generate: Callable[[], object], what: str) -> str:
+    """Return ``folder``, calling ``generate()`` first unless ``folder/generation.json`` records ``wanted``.
+
+    Runs under a file lock, so concurrent processes (DDP ranks) generate the data once.
+    """
+    record = folder / "generation.json"
+    with _exclusive(folder / ".generate.lock"):
+        if record.is_file():
+            try:
+                args = json.loads(record.read_text()).get("arguments", {})
+            except json.JSONDecodeError:
+                args = {}
+            made = {k: _as_range(args[k]) if isinstance(wanted[k], list) else args[k] for k in wanted if k in args}
+            if made == wanted:
+                return str(folder)
+        logger.info("generating %s in %s (first use)", what, folder)
+        generate()
+    return str(folder)
+
+
 def demo_dataset(
     demo_dir: str | os.PathLike,
     num_cases: int = 20,
@@ -58,22 +85,26 @@ def demo_dataset(
     The dataset is (re)generated when ``demo_dir/generation.json`` is missing or was made with other
     arguments, under a file lock so that concurrent processes (DDP ranks) generate it once.
     """
-    folder = Path(demo_dir)
     wanted = {"num_cases": int(num_cases), "seed": int(seed), "size": _as_range(size), "slices": _as_range(slices)}
-    record = folder / "generation.json"
-    with _exclusive(folder / ".generate.lock"):
-        if record.is_file():
-            try:
-                done = json.loads(record.read_text())
-            except json.JSONDecodeError:
-                done = {}
-            args = done.get("arguments", {})
-            made = {k: _as_range(args[k]) if k in ("size", "slices") else args.get(k) for k in wanted if k in args}
-            if made == wanted:
-                return str(folder)
-        logger.info("generating %d synthetic LiTS-like cases in %s (first use)", num_cases, folder)
-        generate_dataset(folder, num_cases=int(num_cases), seed=int(seed), size=size, slices=slices)
-    return str(folder)
+    return _generated(
+        Path(demo_dir),
+        wanted,
+        lambda: generate_dataset(demo_dir, num_cases=int(num_cases), seed=int(seed), size=size, slices=slices),
+        f"{num_cases} synthetic LiTS-like cases",
+    )
+
+
+def microscopy_demo_dataset(demo_dir: str | os.PathLike, num_images: int = 20, seed: int = 0, size: int = 512) -> str:
+    """Return ``demo_dir``, generating the synthetic darkfield microscopy demo dataset there first if needed."""
+    from unet_monai.data.synthetic_microscopy import generate_dataset as generate_microscopy
+
+    wanted = {"num_images": int(num_images), "seed": int(seed), "size": _as_range(size)}
+    return _generated(
+        Path(demo_dir),
+        wanted,
+        lambda: generate_microscopy(demo_dir, num_images=int(num_images), seed=int(seed), size=int(size)),
+        f"{num_images} synthetic darkfield images",
+    )
 
 
 def training_datalist(
@@ -129,3 +160,54 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         else:
             raise FileNotFoundError(f"input {path} does not exist.")
     return [{"image": os.path.abspath(f)} for f in found]
+
+
+def find_microscopy_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict[str, str]]:
+    """``[{"image": path}, ...]`` for microscopy inference: a folder of images (or a dataset folder with an
+    ``images/`` sub-folder), one image file, or a list of them.
+
+    Raises:
+        FileNotFoundError: a path does not exist, or a folder holds no image (.png, .jpg, .tif, .bmp).
+    """
+    from unet_monai.data.microscopy import IMAGE_SUFFIXES, list_images
+
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    found: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            folder = path / "images" if (path / "images").is_dir() else path
+            files = list_images(folder)
+            if not files:
+                raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder {folder}.")
+            found += files
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"input {path} does not exist.")
+    return [{"image": str(f.resolve())} for f in found]
+
+
+def microscopy_datalist(
+    dataset_dir: str | os.PathLike | None,
+    demo_dir: str | os.PathLike,
+    output_json: str | os.PathLike | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    fold: int | None = None,
+    num_folds: int = 5,
+    demo_images: int = 20,
+    demo_size: int = 512,
+) -> dict[str, list[dict[str, Any]]]:
+    """The microscopy bundle's datalist: ``dataset_dir`` (``images/`` + ``masks/``), or the synthetic demo images.
+
+    See :func:`unet_monai.data.microscopy.prepare_microscopy_datalist` for the layout; without
+    ``dataset_dir`` the synthetic darkfield images in ``demo_dir`` are used (made on first use).
+    """
+    from unet_monai.data.microscopy import prepare_microscopy_datalist
+
+    if dataset_dir in (None, "", "None"):
+        dataset_dir = microscopy_demo_dataset(demo_dir, num_images=demo_images, seed=seed, size=demo_size)
+    return prepare_microscopy_datalist(
+        dataset_dir, output_json, val_fraction=val_fraction, seed=seed, fold=fold, num_folds=num_folds
+    )

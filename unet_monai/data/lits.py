@@ -116,7 +116,8 @@ def _find_lits(root: Path, require_labels: bool) -> list[dict[str, str]]:
 
 
 def _natural_key(text: str) -> tuple:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
+    """Sort key putting ``volume-2`` before ``volume-10``; comparable for any two strings."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text) if t)
 
 
 def _find_msd(root: Path, require_labels: bool, section: str) -> list[dict[str, str]]:

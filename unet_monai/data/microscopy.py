@@ -68,7 +68,7 @@ from monai.transforms import (
 )
 from PIL import Image
 
-from unet_monai.data.lits import split_and_save
+from unet_monai.data.lits import _listing, _natural_key, split_and_save
 from unet_monai.utils.io import atomic_path
 
 __all__ = [
@@ -81,6 +81,7 @@ __all__ = [
     "colorize_mask",
     "decode_mask",
     "find_image_pairs",
+    "list_images",
     "microscopy_inferer",
     "microscopy_postprocessing",
     "microscopy_transforms",
@@ -466,21 +467,13 @@ class EnsureRGBd(MapTransform):
 # --------------------------------------------------------------------------- discovery and splits
 
 
-def _natural_key(text: str) -> tuple:
-    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text) if t)
-
-
-def _image_files(folder: Path) -> list[Path]:
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """The image files (``IMAGE_SUFFIXES``, hidden files excluded) directly in ``folder``, sorted by name."""
     return sorted(
-        f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
+        f
+        for f in Path(folder).iterdir()
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
     )
-
-
-def _listing(folder: Path, limit: int = 12) -> str:
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir() if not p.name.startswith("."))
-    if not names:
-        return "nothing (the folder is empty)"
-    return ", ".join(names[:limit]) + (f" ... and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def find_image_pairs(
@@ -529,7 +522,7 @@ def find_image_pairs(
         if len(candidates) != 1:
             raise ValueError(f"cannot find {images_dir}/ in {root}: it holds {_listing(root)}; {expected}.")
         root = candidates[0]
-    images = _image_files(root / images_dir)
+    images = list_images(root / images_dir)
     if not images:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root / images_dir}; {expected}.")
     by_stem: dict[str, list[Path]] = {}
@@ -538,7 +531,7 @@ def find_image_pairs(
     masks: dict[str, list[Path]] = {}
     mask_folder = root / masks_dir
     if mask_folder.is_dir():
-        for f in _image_files(mask_folder):
+        for f in list_images(mask_folder):
             stem = f.stem
             if mask_suffix:
                 if not stem.endswith(mask_suffix):
