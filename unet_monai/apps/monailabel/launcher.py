@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -66,12 +67,24 @@ def project_bundles_dir() -> Path:
     return Path(os.environ.get(BUNDLES_ENV) or _REPO / "bundles")
 
 
+def _serves_volumes(bundle: Path) -> bool:
+    """Whether a bundle takes NIfTI volumes (``"data_type": "nibabel"`` in its metadata), as the studies are."""
+    try:
+        return json.loads((bundle / "configs" / "metadata.json").read_text()).get("data_type") == "nibabel"
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def available_bundles(bundles_dir: str | os.PathLike | None = None) -> dict[str, Path]:
-    """``{name: folder}`` of the bundles in ``bundles_dir`` (folders with ``configs/metadata.json``)."""
+    """``{name: folder}`` of the bundles in ``bundles_dir`` that segment NIfTI volumes.
+
+    Bundles are the folders with ``configs/metadata.json``; those of other data (the darkfield microscopy
+    bundle reads PNG images) are left out, since the app's datastore holds 3D NIfTI studies.
+    """
     folder = Path(bundles_dir) if bundles_dir is not None else project_bundles_dir()
     if not folder.is_dir():
         return {}
-    return {p.name: p for p in sorted(folder.iterdir()) if (p / "configs" / "metadata.json").is_file()}
+    return {p.name: p for p in sorted(folder.iterdir()) if _serves_volumes(p)}
 
 
 def default_app_dir() -> Path:
