@@ -27,17 +27,23 @@ from unet_monai.utils.io import save_json_atomic
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(args: list[str], cwd: Path, timeout: float | None) -> float:
+def run(args: list[str], cwd: Path, timeout: float | None) -> tuple[float, bool]:
+    """Run a ``monai.bundle`` command; stop it at ``timeout`` seconds. Returns (seconds, stopped early)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, check=True, timeout=timeout)
-    return time.perf_counter() - start
+    try:
+        subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, check=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return time.perf_counter() - start, True
+    return time.perf_counter() - start, False
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", help="bundle folder name under bundles/")
     parser.add_argument("--workdir", default="benchmark_results/quality", help="where the bundle copy runs")
-    parser.add_argument("--minutes", type=float, default=20.0, help="time limit of the training run")
+    parser.add_argument(
+        "--minutes", type=float, default=20.0, help="time limit of the training run (stopped there, then evaluated)"
+    )
     parser.add_argument("-o", "--override", action="append", default=[], help="extra config override key=value")
     parser.add_argument("--json", default=None, help="write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -50,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     overrides = [arg for item in args.override for arg in ("--" + item.split("=", 1)[0], item.split("=", 1)[1])]
     configs = "['configs/train.json','configs/demo.json']"
-    train_s = run(["run", "training", "--config_file", configs, *overrides], work, args.minutes * 60)
+    # the time limit is the run's: training stopped there is evaluated with the best model saved so far
+    train_s, stopped = run(["run", "training", "--config_file", configs, *overrides], work, args.minutes * 60)
     eval_configs = "['configs/train.json','configs/demo.json','configs/evaluate.json']"
-    eval_s = run(["run", "evaluating", "--config_file", eval_configs, *overrides], work, None)
+    eval_s, _ = run(["run", "evaluating", "--config_file", eval_configs, *overrides], work, None)
 
     with open(work / "eval" / "metrics_summary.csv") as f:
         summary = {row["metric"]: row for row in csv.DictReader(f)}
@@ -61,8 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         "bundle": args.bundle,
         "overrides": args.override,
         "train_minutes": round(train_s / 60, 2),
+        "stopped_at_time_limit": stopped,
         "evaluate_seconds": round(eval_s, 1),
         "epochs": history["train"][-1]["epoch"] if history["train"] else 0,
+        "best_epoch": max(history["validation"], key=lambda r: r.get("val_mean_dice", 0.0))["epoch"]
+        if history["validation"]
+        else None,
         "metrics": {name: {k: row[k] for k in ("mean", "std", "n")} for name, row in summary.items()},
     }
     print(json.dumps(figures, indent=2))
