@@ -1,5 +1,6 @@
-"""Components the bundles reference by ``_target_``: bundle root, datalists, metric helpers."""
+"""Components the bundles reference by ``_target_``: bundle root, datalists, metric helpers, optional compiling."""
 
+from .compile import compile_network, is_compiled
 from .data import (
     demo_dataset,
     find_images,
@@ -16,9 +17,11 @@ __all__ = [
     "LossTerms",
     "bundle_root_of",
     "class_dice_metrics",
+    "compile_network",
     "demo_dataset",
     "find_images",
     "find_microscopy_images",
+    "is_compiled",
     "microscopy_datalist",
     "microscopy_demo_dataset",
     "resolve_bundle_root",
