@@ -1,4 +1,4 @@
-"""The ``unet-monai`` command line: ``predict``, ``evaluate``, ``synth`` and ``report``.
+"""The ``unet-monai`` command line: ``predict``, ``evaluate``, ``synth``, ``report`` and ``export``.
 
 Console entry point ``unet-monai = unet_monai.cli:main`` (also ``python -m unet_monai``):
 
@@ -8,7 +8,9 @@ Console entry point ``unet-monai = unet_monai.cli:main`` (also ``python -m unet_
   (:mod:`unet_monai.cli.evaluate`);
 - ``unet-monai synth --out DIR --cases N --seed S``: synthetic LiTS-like data
   (:mod:`unet_monai.cli.synth`);
-- ``unet-monai report RUN_DIR``: an HTML/PNG summary of a training run (:mod:`unet_monai.cli.report`).
+- ``unet-monai report RUN_DIR``: an HTML/PNG summary of a training run (:mod:`unet_monai.cli.report`);
+- ``unet-monai export --bundle PATH [--format torchscript|onnx]``: the trained network exported
+  atomically and checked (:mod:`unet_monai.cli.export`).
 
 Messages go to stderr: progress bars, ``info`` lines, and one ``error: PATH: PROBLEM`` line per failed
 input. Tables go to stdout. Exit status: 0 success, 1 a failure (any input, or a fatal error), 2 a
@@ -24,7 +26,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from unet_monai import __version__
-from unet_monai.cli import evaluate, predict, report, synth
+from unet_monai.cli import evaluate, export, predict, report, synth
 
 __all__ = ["build_parser", "main"]
 
@@ -81,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub, [common])
     synth.add_parser(sub, [common])
     report.add_parser(sub, [common])
+    export.add_parser(sub, [common])
     return parser
 
 
