@@ -1,4 +1,4 @@
-"""Components the bundles reference by ``_target_``: bundle root, datalists, metric helpers, optional compiling."""
+"""Components the bundles reference by ``_target_`` (root, datalists, metric helpers, compiling) and export."""
 
 from .compile import compile_network, is_compiled
 from .data import (
@@ -9,6 +9,7 @@ from .data import (
     microscopy_demo_dataset,
     training_datalist,
 )
+from .export import export_bundle
 from .metrics import ClassChannel, LossTerms, class_dice_metrics
 from .paths import bundle_root_of, resolve_bundle_root
 
@@ -19,6 +20,7 @@ __all__ = [
     "class_dice_metrics",
     "compile_network",
     "demo_dataset",
+    "export_bundle",
     "find_images",
     "find_microscopy_images",
     "is_compiled",
