@@ -47,6 +47,7 @@ __all__ = [
     "MALLOC_ENV",
     "RESULT_PREFIX",
     "PeakMemory",
+    "conv_flops",
     "cpu_model",
     "emit_result",
     "interleaved_times",
@@ -142,6 +143,12 @@ def paired_ratio(times: Sequence[float], baseline: Sequence[float]) -> float:
     """
     pairs = [t / b for t, b in zip(times, baseline) if b > 0]
     return statistics.median(pairs) if pairs else float("nan")
+
+
+def conv_flops(counter: Any) -> float:
+    """Convolution FLOPs (forward and backward) seen by a ``torch.utils.flop_counter.FlopCounterMode``."""
+    counts = counter.get_flop_counts().get("Global", {})
+    return float(sum(n for op, n in counts.items() if "convolution" in str(op)))
 
 
 def maxrss_mib() -> float:

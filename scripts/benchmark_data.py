@@ -160,7 +160,7 @@ def _row(pipeline: str, variant: str, setup: float, items: int, seconds: float, 
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cases", type=int, default=6)
     p.add_argument("--size", type=int, nargs=2, default=[128, 192], help="in-plane size range of the generated cases")
@@ -174,11 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1, as in DataLoader workers; 0: default)")
     p.add_argument("--data", default=None, help="use this dataset folder instead of generating one")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return p.parse_args(argv)
 
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Generate (or find) the data, run the 2.5D and 3D measurements and return the table rows."""
     work = Path(tempfile.mkdtemp(prefix="bench_data_"))
     try:
         if args.data:
@@ -203,7 +203,15 @@ def main(argv: list[str] | None = None) -> int:
         bench_3d(datalist, work, args, rows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return rows
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = run(args)
     header = f"| {'pipeline':8} | {'variant':52} | {'setup s':>8} | {'items':>6} | {'time s':>7} | {'rate':>16} |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")

@@ -63,34 +63,25 @@ def _time(run: Callable[[], float], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per side and case (median reported)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave the default)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke test")
-    args = parser.parse_args()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+#: (name, input shape, window, whether pytorch-msssim can run it)
+CASES: list[tuple[str, tuple[int, ...], int, bool]] = [
+    ("2D 8x3x320x320, win 11", (8, 3, 320, 320), 11, True),
+    ("3D 2x3x96x96x96, win 5", (2, 3, 96, 96, 96), 5, True),
+    ("3D 2x3x96x96x96, win 11 (4 scales)", (2, 3, 96, 96, 96), 11, False),
+]
+QUICK_CASES: list[tuple[str, tuple[int, ...], int, bool]] = [
+    ("2D 2x3x176x176, win 11", (2, 3, 176, 176), 11, True),
+    ("3D 1x3x48x48x48, win 3", (1, 3, 48, 48, 48), 3, True),
+]
 
+
+def run_cases(
+    cases: list[tuple[str, tuple[int, ...], int, bool]], repeats: int, device: torch.device
+) -> list[dict[str, object]]:
+    """Median forward + backward time of both implementations per case (alternating runs), and |difference|."""
     from pytorch_msssim import ms_ssim as reference_ms_ssim
 
-    cases = [
-        ("2D 8x3x320x320, win 11", (8, 3, 320, 320), 11, True),
-        ("3D 2x3x96x96x96, win 5", (2, 3, 96, 96, 96), 5, True),
-        ("3D 2x3x96x96x96, win 11 (4 scales)", (2, 3, 96, 96, 96), 11, False),
-    ]
-    if args.quick:
-        cases = [
-            ("2D 2x3x176x176, win 11", (2, 3, 176, 176), 11, True),
-            ("3D 1x3x48x48x48, win 3", (1, 3, 48, 48, 48), 3, True),
-        ]
-
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}")
-    header = f"{'case':<38} {'MultiScaleSSIMLoss s':>21} {'pytorch-msssim s':>17} {'ratio':>7} {'|diff|':>9}"
-    print(header)
-    print("-" * len(header))
+    rows: list[dict[str, object]] = []
     for name, shape, win, comparable in cases:
         probs, target = _inputs(shape, device)
         ours = MultiScaleSSIMLoss(win_size=win)
@@ -102,16 +93,49 @@ def main() -> None:
         if comparable:
             run_ref = _step(lambda x, y, w=win: 1 - reference_ms_ssim(x, y, data_range=1.0, win_size=w), probs, target)
             diff = abs(run_ref() - ours_value)
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             ours_times.append(_time(run_ours, device))
             if comparable:
                 ref_times.append(_time(run_ref, device))
         t_ours = statistics.median(ours_times)
-        if comparable:
-            t_ref = statistics.median(ref_times)
-            print(f"{name:<38} {t_ours:>21.3f} {t_ref:>17.3f} {t_ours / t_ref:>6.2f}x {diff:>9.1e}")
+        t_ref = statistics.median(ref_times) if comparable else None
+        rows.append(
+            {
+                "case": name,
+                "shape": list(shape),
+                "win_size": win,
+                "ours_s": t_ours,
+                "reference_s": t_ref,
+                "ratio": t_ours / t_ref if t_ref else None,
+                "abs_diff": diff if comparable else None,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per side and case (median reported)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave the default)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke test")
+    args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}")
+    header = f"{'case':<38} {'MultiScaleSSIMLoss s':>21} {'pytorch-msssim s':>17} {'ratio':>7} {'|diff|':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in run_cases(QUICK_CASES if args.quick else CASES, args.repeats, device):
+        if r["reference_s"] is not None:
+            print(
+                f"{r['case']:<38} {r['ours_s']:>21.3f} {r['reference_s']:>17.3f} {r['ratio']:>6.2f}x"
+                f" {r['abs_diff']:>9.1e}"
+            )
         else:
-            print(f"{name:<38} {t_ours:>21.3f} {'n/a':>17} {'':>7} {'':>9}")
+            print(f"{r['case']:<38} {r['ours_s']:>21.3f} {'n/a':>17} {'':>7} {'':>9}")
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ class Case:
     shape: tuple[int, ...]
     deep_supervision: bool = False
     checkpointing: bool = False
-    features: tuple[int, ...] | None = None  # UNet3Plus only; the others use their matched defaults
+    features: tuple[int, ...] | None = None  # 5 widths; None: UNet 3+ CPU widths, the others their matched defaults
     baseline: str | None = None  # key of the row the ratios are taken against
     mode: str = "train"  # "train" | "infer"
     prune_level: int = 4
@@ -178,7 +178,7 @@ def build_model(case: Case) -> nn.Module:
             out_channels=NUM_CLASSES,
             deep_supervision=case.deep_supervision,
             deep_supervision_mode="fast",
-            **UNETPP_MATCHED,
+            **(UNETPP_MATCHED | ({"features": case.features} if case.features else {})),
         )
     if case.network == "unet3plus":
         from unet_monai.networks import UNet3Plus
@@ -192,6 +192,8 @@ def build_model(case: Case) -> nn.Module:
         )
     from monai.networks.nets import BasicUNet, BasicUNetPlusPlus
 
+    # MONAI's six widths: the five of the levels, then the last decoder's (the first level's by default)
+    monai_features = {"features": (*case.features, case.features[0])} if case.features else {}
     with contextlib.redirect_stdout(io.StringIO()):  # both print their features when built
         if case.network == "basic_unetpp":
             return BasicUNetPlusPlus(
@@ -199,9 +201,10 @@ def build_model(case: Case) -> nn.Module:
                 in_channels=IN_CHANNELS,
                 out_channels=NUM_CLASSES,
                 deep_supervision=case.deep_supervision,
+                **monai_features,
             )
         if case.network == "basic_unet":
-            return BasicUNet(spatial_dims=dims, in_channels=IN_CHANNELS, out_channels=NUM_CLASSES)
+            return BasicUNet(spatial_dims=dims, in_channels=IN_CHANNELS, out_channels=NUM_CLASSES, **monai_features)
     raise ValueError(f"unknown network {case.network!r}")
 
 
@@ -217,12 +220,19 @@ def make_inputs(case: Case, device: torch.device, channels_last: bool) -> tuple[
 
 
 def prepare(
-    case: Case, device: torch.device, amp: bool, channels_last: bool, model: nn.Module | None = None
+    case: Case,
+    device: torch.device,
+    amp: bool,
+    channels_last: bool,
+    model: nn.Module | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> tuple[Callable[[], None], nn.Module]:
     """Build the model (unless given), its inputs and the callable that runs one step of ``case``.
 
     ``train``: zero_grad, forward, summed cross-entropy over the outputs, backward, Adam step.
     ``infer``: one forward in eval mode under ``torch.inference_mode`` (UNet++ at ``case.prune_level``).
+    ``amp_dtype``: the autocast type (default float16 on CUDA, bfloat16 on CPU); the gradient scaler is
+    used with float16 only.
     """
     torch.manual_seed(0)
     if model is None:
@@ -231,7 +241,8 @@ def prepare(
         if channels_last and case.dims == 2:
             model = model.to(memory_format=torch.channels_last)
     x, y = make_inputs(case, device, channels_last)
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    if amp_dtype is None:
+        amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
 
     def autocast() -> contextlib.AbstractContextManager:
         return torch.autocast(device.type, dtype=amp_dtype) if amp else contextlib.nullcontext()
@@ -250,7 +261,7 @@ def prepare(
 
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda" and amp_dtype == torch.float16)
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -378,6 +389,7 @@ def time_cases(
     device: torch.device,
     log: Callable[[str], None],
     collect: bool = True,
+    conv_flops: dict[str, float] | None = None,
 ) -> tuple[dict[str, list[float]], dict[str, int], dict[str, float]]:
     """Interleaved times of ``cases`` in this process.
 
@@ -386,6 +398,7 @@ def time_cases(
     counter does not see the recomputation of checkpointed segments, so these are model FLOPs).
     ``collect``: run ``gc.collect()`` (untimed) before
     every call, so that no cycle garbage of one network is collected inside another's timed step.
+    ``conv_flops``: when given, receives the convolution FLOPs (forward and backward) of one call per key.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -408,6 +421,8 @@ def time_cases(
             with counter:
                 run()
             flops[key] = float(counter.get_total_flops())
+            if conv_flops is not None:
+                conv_flops[key] = bench.conv_flops(counter)
         bench.sync(device)
     between = gc.collect if collect else None
     times = bench.interleaved_times(runs, repeats, device, warmup=warmup - 1, between=between, progress=log)
