@@ -5,6 +5,7 @@ Sections (``--sections``, default all; each reuses the single-purpose benchmark 
 - ``networks``: training step time (forward + cross-entropy + backward + Adam) and peak memory of
   UNetPlusPlus, UNet3Plus with and without ``use_checkpointing``, MONAI BasicUNetPlusPlus and BasicUNet,
   interleaved in one process, ratios per round (``scripts/benchmark_networks.py``);
+- ``pruning``: inference of the UNet++ pruned to levels 1..4 against MONAI BasicUNet++ (target: L2 <= 0.6x L4);
 - ``growth``: step time and peak memory against input size (2D 128, 256, 320, 512; 3D 48, 64, 96), one
   fresh process per point (time and memory of the same steps), plotted;
 - ``throughput``: the convolution FLOPs per second of each network's training step (counted by
@@ -63,7 +64,7 @@ sys.path.insert(0, str(ROOT))
 import _bench as bench  # noqa: E402
 import benchmark_networks as bn  # noqa: E402
 
-SECTIONS = ("networks", "growth", "throughput", "options", "inference", "losses", "data", "bundles")
+SECTIONS = ("networks", "pruning", "growth", "throughput", "options", "inference", "losses", "data", "bundles")
 GROWTH_SIZES = {2: (128, 256, 320, 512), 3: (48, 64, 96)}
 QUICK_GROWTH_SIZES = {2: (32, 64), 3: (32,)}
 #: (key, label, network, checkpointing) of the networks compared in every section
@@ -77,6 +78,8 @@ NETWORKS = (
 #: this project's networks held to the throughput target (the checkpointed UNet 3+ recomputes forward
 #: segments that FlopCounterMode does not count, so its FLOP/s understate the work done)
 OURS = ("unetpp", "unet3plus")
+#: the sections that check targets
+CHECKED = ("networks", "pruning", "throughput", "inference")
 TARGET_THROUGHPUT_2D = 0.40
 TARGET_SLICE_SPEEDUP = 1.5
 VOLUME = (256, 256, 128)
@@ -173,6 +176,15 @@ def run_networks(args, device, cfg, log) -> dict[str, Any]:
         rows += dim_rows
     checks = bn.build_checks({r["key"]: r for r in rows})
     return {"rows": rows, "checks": checks, "unet3plus_features": list(cfg["unet3plus_features"])}
+
+
+def run_pruning(args, device, cfg, log) -> dict[str, Any]:
+    """Inference of the UNet++ pruned to levels 1..4 and of MONAI BasicUNet++, interleaved (2D input)."""
+    cases = bn.infer_cases(cfg["shape_2d"])
+    wargs = worker_args(args, 1)
+    times, params, flops = bn.time_cases(cases, args.prune_repeats, 1, wargs, device, log, collect=False)
+    rows = bn.build_rows(cases, times, params, flops, {})
+    return {"rows": rows, "checks": bn.build_checks({r["key"]: r for r in rows})}
 
 
 def growth_cases(cfg: dict[str, Any]) -> list[bn.Case]:
@@ -727,7 +739,7 @@ def render(results: dict[str, Any], doc: Path, plot_dir: Path) -> None:
         )
     )
     all_checks = []
-    for sec in ("networks", "throughput", "inference"):
+    for sec in CHECKED:
         all_checks += (results.get(sec) or {}).get("checks", [])
     if all_checks:
         parts.append("### Targets\n\n" + _checks(all_checks))
@@ -774,6 +786,22 @@ def render(results: dict[str, Any], doc: Path, plot_dir: Path) -> None:
             + _table(header, rows)
             + ("\n\n![networks](" + f"{rel}/networks.png)" if "networks.png" in plots else "")
         )
+    pruning = results.get("pruning")
+    if pruning:
+        rows = [
+            (
+                r["label"],
+                "x".join(str(v) for v in r["input_shape"]),
+                _f(r.get("gflop"), 1),
+                _f(r["time_s"]["median"], 3),
+                _f(r["time_s"]["min"], 3),
+                _f(r.get("time_ratio"), 2, "x"),
+                (r.get("baseline") or "/").split("/", 1)[1],
+            )
+            for r in pruning["rows"]
+        ]
+        header = ("model", "input", "GFLOP", "infer s (median)", "min s", "ratio", "vs")
+        parts.append(TEMPLATE["pruning"] + "\n\n" + _table(header, rows))
     thr_res = results.get("throughput")
     if thr_res:
         peaks = thr_res["peaks"]
@@ -944,6 +972,15 @@ What the figures have shown so far, and why:
   the widest level to 32 channels on a full-resolution map. Its FLOP ratio to BasicUNet is larger than
   its time ratio: per FLOP it is the most efficient network here (large convolutions).
 """,
+    "pruning": """
+## Pruned UNet++ inference
+
+The UNet++ above built with deep supervision (`deep_supervision_mode="fast"`), eval mode,
+`torch.inference_mode`, `set_prune_level(L)` for L = 1..4 (L4 is the full network), against MONAI
+BasicUNet++'s forward (deep supervision off), on the networks section's 2D input, interleaved; the ratio
+is per round to the "vs" row. Pruning level L runs only the sub-network up to node X(0,L): L1/L2/L3
+compute about 17% / 37% / 64% of L4's FLOPs (the paper reports L3 saving about 32% of the inference time).
+""",
     "throughput": """
 ## Throughput: convolution FLOP/s as a fraction of the machine's peak
 
@@ -1095,6 +1132,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--infer-repeats", type=int, default=2, help="timed interleaved rounds, 2D inference")
     p.add_argument("--infer-repeats-3d", type=int, default=1, help="timed interleaved rounds, 3D inference")
     p.add_argument("--loss-repeats", type=int, default=3)
+    p.add_argument("--prune-repeats", type=int, default=7, help="timed interleaved rounds, pruned inference")
     p.add_argument("--worker-timeout", type=float, default=1800.0)
     p.add_argument("--skip-memory", action="store_true", help="networks section: no memory worker processes")
     p.add_argument("--paper-widths", action="store_true", help="UNet 3+ with 64..1024 on CPU too")
@@ -1116,6 +1154,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     if args.quick:
         args.steps, args.warmup, args.infer_repeats, args.loss_repeats, args.mem_steps = 1, 1, 1, 1, 1
+        args.prune_repeats = 1
         args.threads = args.threads or 1
         args.bundle_features = args.bundle_features or [4, 8, 8, 16, 16]
     return args
@@ -1164,6 +1203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     runners: dict[str, Callable[[], dict[str, Any] | None]] = {
         "networks": lambda: run_networks(args, device, cfg, log),
+        "pruning": lambda: run_pruning(args, device, cfg, log),
         "growth": lambda: run_growth(args, device, cfg, log),
         "throughput": lambda: run_throughput(args, device, results, log),
         "options": lambda: run_options(args, device, cfg, log),
@@ -1190,7 +1230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         save()
     results["machine"]["load_average_after"] = bench.machine_info(device)["load_average"]
     save()
-    checks = [c for sec in ("networks", "throughput", "inference") for c in (results.get(sec) or {}).get("checks", [])]
+    checks = [c for sec in CHECKED for c in (results.get(sec) or {}).get("checks", [])]
     print("\nTargets" + (" (quick smoke run: the figures mean nothing)" if args.quick else ""))
     for c in checks:
         print(f"  {'PASS' if c['pass'] else 'FAIL'}  {c['target']}: {c['measured']}")
