@@ -64,9 +64,11 @@ def test_load_bundle(bundle_2d, bundle_3d):
 
 
 def test_batch_size(bundle_2d):
-    """The bundle's 32 slices per pass are capped on CPU, unless asked for (option or override)."""
+    """A bundle's batch is capped on CPU, unless asked for (option or override)."""
     bundle = load_bundle(bundle_2d, "cpu", TINY)
-    assert bundle.inferer.sw_batch_size == 32
+    assert bundle.inferer.sw_batch_size == 1  # the 2D bundles: 32 slices per pass on CUDA, 1 on CPU
+    assert choose_batch_size(bundle, None, TINY) == 1
+    bundle.inferer.sw_batch_size = 32  # a bundle tuned for GPUs only
     assert choose_batch_size(bundle, None, TINY) == CPU_BATCH_SIZE == bundle.inferer.sw_batch_size
     assert choose_batch_size(bundle, 16, TINY) == 16 == bundle.inferer.sw_batch_size
     overridden = load_bundle(bundle_2d, "cpu", TINY_2D)

@@ -110,7 +110,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> argpa
 def choose_batch_size(bundle: Any, requested: int | None, overrides: dict[str, Any]) -> int | None:
     """Set and return the inferer's ``sw_batch_size``: ``requested``, else the bundle's, capped on CPU.
 
-    The bundles are tuned for GPUs (32 slices per pass for the 2D ones); with the paper's widths one
+    Bundles may be tuned for GPUs (32 slices per pass: the 2D ones on CUDA); with the paper's widths one
     320 x 320 slice needs about 0.7 GB of activations on CPU, so 32 slices would need over 20 GB. On
     CPU the batch is therefore at most :data:`CPU_BATCH_SIZE` unless given (``--batch-size`` or an
     ``sw_batch_size`` override); the time per slice hardly depends on it there.
