@@ -958,15 +958,18 @@ defaults (BatchNorm, ReLU) and `use_checkpointing` False / True ("ckpt", the mem
 `torch.utils.flop_counter.FlopCounterMode` on the untimed warm-up step (model FLOPs: the recomputation of
 checkpointed segments is not seen). The last two columns are the throughput section's.
 
-What the figures have shown so far, and why:
+What earlier runs showed (`scripts/benchmark_networks.py`, 2D `4x1x256x256` and 3D `1x1x64x64x64`, on
+this machine), and why; the table below is this run's:
 
 - **UNet++ vs MONAI BasicUNet++: the same convolutions, less copying.** Both run the same FLOPs, so the
   time ratio can only come from the data movement around them: this project's UNet++ concatenates each
   node's inputs once and crops (a view) where MONAI concatenates the skips, concatenates again in
   `UpCat` and always runs a replicate `F.pad` (a copy, and its backward). That is worth a few percent of
-  a step and about 8-9% of the peak memory: "never measurably slower", not "clearly faster".
+  a step (0.95x-0.98x) and 8-9% of the peak memory: "never measurably slower", not "clearly faster".
+  Deep supervision (three 1x1 heads and three more cross-entropies) added nothing measurable.
 - **UNet 3+ checkpointing** (`use_checkpointing=True`) recomputes the full-scale decoder's branches in
-  the backward pass instead of keeping them: about half the peak memory for 10-20% more time.
+  the backward pass instead of keeping them: about half the peak memory (2D -52%, 3D -50%) for 10-20%
+  more time.
 - **UNet 3+ is expensive by design, not by implementation.** At `d1` the five branches are convolved at
   full resolution after upsampling (the paper's order): the bottleneck branch alone is a 3x3 conv from
   the widest level to 32 channels on a full-resolution map. Its FLOP ratio to BasicUNet is larger than
@@ -1118,6 +1121,23 @@ operation, not per FLOP: networks with many small operations (BasicUNet) lose mo
 # ------------------------------------------------------------------------------------------------- main
 
 
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result dict from several runs' (a later run's section replaces an earlier one's)."""
+    out: dict[str, Any] = {}
+    commands, seconds = [], {}
+    for run in runs:
+        out |= {k: v for k, v in run.items() if k not in ("machine", "settings")}
+        commands.append(run.get("settings", {}).get("command", ""))
+        seconds |= run.get("settings", {}).get("section_seconds", {})
+    out["machine"] = dict(runs[0].get("machine", {}))
+    out["machine"]["load_average_after"] = runs[-1].get("machine", {}).get("load_average_after")
+    out["settings"] = dict(runs[0].get("settings", {})) | {
+        "command": " & ".join(commands) + " (started together)",
+        "section_seconds": seconds,
+    }
+    return out
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -1147,6 +1167,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-doc", action="store_true", help="do not write the document and plots")
     p.add_argument("--merge", action="store_true", help="keep the other sections of the existing --json")
     p.add_argument("--render-only", action="store_true", help="write the document from --json, measure nothing")
+    p.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="JSON",
+        help="merge the sections of these result files (e.g. of two runs started at once on a 2-core machine, "
+        "one thread each) into --json, then write the document; measures nothing",
+    )
     args = p.parse_args(argv)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
@@ -1163,6 +1190,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out_json, doc, plot_dir = Path(args.json), ROOT / args.doc, ROOT / args.plots
+    if args.combine:
+        results = combine([json.loads(Path(f).read_text()) for f in args.combine])
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(results, indent=1, default=str))
+        args.render_only = True
     if args.render_only:
         render(json.loads(out_json.read_text()), doc, plot_dir)
         print(f"wrote {doc}")
