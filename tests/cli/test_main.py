@@ -50,4 +50,4 @@ def test_help_and_usage_errors(capsys):
 
 def test_parser_lists_every_command():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert sorted(sub.choices) == ["evaluate", "predict", "report", "synth"]
+    assert sorted(sub.choices) == ["evaluate", "export", "predict", "report", "synth"]

@@ -394,3 +394,22 @@ def test_torchscript_weights(lits_data, tmp_path):
     (bundle / "models" / "model.pt").unlink()
     assert predict(bundle, lits_data / "volume-0.nii.gz", out, "--override", "spatial_size=[32,32]") == 0
     np.testing.assert_array_equal(labels_of(out / "volume-0_seg.nii.gz"), labels_of(ref / "volume-0_seg.nii.gz"))
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_largest_component_filter_of_the_bundle(conv_bundle, lits_data, tmp_path, stream):
+    """The bundle's KeepLargestConnectedComponentd is applied: one foreground component, a subset of the raw labels."""
+    from scipy import ndimage
+
+    extra = ["--override", "spatial_size=[32,32]", *([] if stream else ["--no-stream"])]
+    image = lits_data / "volume-0.nii.gz"
+    assert predict(conv_bundle, image, tmp_path / "kept", *extra) == 0
+    assert predict(conv_bundle, image, tmp_path / "raw", *extra, "--override", "largest_component_labels=[]") == 0
+    kept, raw = (
+        labels_of(tmp_path / "kept" / "volume-0_seg.nii.gz"),
+        labels_of(tmp_path / "raw" / "volume-0_seg.nii.gz"),
+    )
+    structure = np.ones((3, 3, 3))  # MONAI's default connectivity: all 26 neighbours
+    assert ndimage.label(raw > 0, structure)[1] > 1  # the thresholding network leaves stray voxels
+    assert ndimage.label(kept > 0, structure)[1] == 1
+    np.testing.assert_array_equal(kept[kept > 0], raw[kept > 0])  # kept voxels keep their class

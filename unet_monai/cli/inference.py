@@ -2,7 +2,8 @@
 
 **Whole volume** (3D bundles; 2D bundles with ``--no-stream``): exactly the bundle's inference
 pipeline: ``preprocessing`` on the NIfTI file, ``inferer`` with the network, softmax,
-``Invertd(transform=preprocessing)`` back to the input's grid and orientation, argmax.
+``Invertd(transform=preprocessing)`` back to the input's grid and orientation, argmax, and the
+bundle's label filters (``KeepLargestConnectedComponentd``, see :func:`label_filters`).
 
 **Slice streaming** (2D bundles, default): the same transforms, applied to slabs of axial slices. A 2D
 bundle's preprocessing (:func:`unet_monai.data.lits_2d_preprocessing`) is: checks, ``LoadImaged``,
@@ -36,7 +37,14 @@ import torch
 from unet_monai.cli.bundle import FlipTTA, LoadedBundle
 from unet_monai.cli.io import InputError, Volume, from_ras, ras_affine, ras_shape, to_ras
 
-__all__ = ["Prediction", "SliceStreamPredictor", "WholeVolumePredictor", "make_predictor", "streaming_plan"]
+__all__ = [
+    "Prediction",
+    "SliceStreamPredictor",
+    "WholeVolumePredictor",
+    "label_filters",
+    "make_predictor",
+    "streaming_plan",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -130,10 +138,37 @@ def streaming_plan(bundle: LoadedBundle) -> tuple[Any, dict[str, Any]] | str:
     return Compose(transforms[cut + 1 :]), options
 
 
+def label_filters(bundle: LoadedBundle) -> list[Any]:
+    """The bundle's ``KeepLargestConnectedComponentd`` steps of ``postprocessing``, to apply to the labels.
+
+    The predictors compute the argmax themselves (streamed, or without keeping float probabilities), so
+    the post-argmax label filters of the bundle's own ``postprocessing`` are looked up and applied to
+    the whole label volume: the result stays the bundle's. The probabilities saved with
+    ``--save-probabilities`` are the network's, before the filter.
+    """
+    parser = bundle.parser
+    if parser is None:
+        return []
+    items = parser.get("postprocessing#transforms", []) or []
+    filters = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and str(item.get("_target_", "")).endswith("KeepLargestConnectedComponentd"):
+            filters.append(parser.get_parsed_content(f"postprocessing#transforms#{i}"))
+    return filters
+
+
 class _Base:
     def __init__(self, bundle: LoadedBundle, tta: bool = False) -> None:
         self.bundle = bundle
         self.network: torch.nn.Module = FlipTTA(bundle.network) if tta else bundle.network
+        self.filters = label_filters(bundle)
+
+    def _filter(self, labels: np.ndarray) -> np.ndarray:
+        """``labels`` (X, Y, Z) uint8 through the bundle's label filters (in place where possible)."""
+        for f in self.filters:
+            out = f({"pred": torch.from_numpy(labels)[None]})["pred"]
+            labels = np.asarray(out[0].cpu().numpy() if isinstance(out, torch.Tensor) else out[0], dtype=np.uint8)
+        return labels
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
@@ -189,7 +224,7 @@ class WholeVolumePredictor(_Base):
         bar.update(1)
         pred = self.inverter({"image": image, "pred": prob})["pred"]
         del prob
-        labels = torch.argmax(pred, dim=0).to(torch.uint8).cpu().numpy()
+        labels = self._filter(torch.argmax(pred, dim=0).to(torch.uint8).cpu().numpy())
         probs = _quantise(pred).permute(1, 2, 3, 0).cpu().numpy() if probabilities else None
         bar.update(1)
         return Prediction(labels.reshape(volume.spatial_shape), probs)
@@ -271,7 +306,7 @@ class SliceStreamPredictor(_Base):
                 probs[:, :, z0:z1] = _quantise(pred).permute(1, 2, 3, 0).cpu().numpy()
             del image, x, logits, prob, pred
             bar.update(z1 - z0)
-        out_labels = from_ras(labels, volume.affine)
+        out_labels = from_ras(self._filter(labels), volume.affine)
         out_probs = from_ras(probs, volume.affine) if probs is not None else None
         return Prediction(out_labels, out_probs)
 
