@@ -313,9 +313,10 @@ def run_options(args, device, cfg, log) -> dict[str, Any]:
     else:
         variants.append(("amp bf16 (CPU autocast)", {"amp": torch.bfloat16}))
     if cuda or args.compile:
-        best = {"amp": torch.bfloat16, "cl": True} if cuda else {"cl": True}
-        label = "torch.compile + " + ("amp bf16 + channels_last" if cuda else "channels_last")
-        variants.append((label, best | {"c": 1}))
+        if cuda:
+            variants.append(("torch.compile + amp bf16 + channels_last", {"amp": torch.bfloat16, "cl": True, "c": 1}))
+        else:
+            variants.append(("torch.compile (fp32)", {"c": 1}))
     runs: dict[str, Callable[[], None]] = {}
     notes: dict[str, str] = {}
     for name, v in variants:
@@ -926,6 +927,10 @@ python scripts/benchmark.py --threads 1            # CPU: about 30 minutes on th
 python scripts/benchmark.py --device cuda --amp --channels-last --compile   # GPU: AMP, compile, the bundles
 python scripts/benchmark.py --sections inference,losses --merge   # re-run some sections, keep the others
 python scripts/benchmark.py --quick --no-doc        # smoke run (tiny sizes, figures meaningless)
+# on a 2-core machine: two halves at once, one thread each, then one document
+python scripts/benchmark.py --threads 1 --sections networks,pruning,throughput,options --json a.json --no-doc &
+python scripts/benchmark.py --threads 1 --sections growth,inference,losses,data,bundles --json b.json --no-doc; wait
+python scripts/benchmark.py --combine a.json b.json
 ```
 
 The single-purpose scripts it reuses still run on their own with more options:
@@ -968,12 +973,13 @@ this machine), and why; the table below is this run's:
   a step (0.95x-0.98x) and 8-9% of the peak memory: "never measurably slower", not "clearly faster".
   Deep supervision (three 1x1 heads and three more cross-entropies) added nothing measurable.
 - **UNet 3+ checkpointing** (`use_checkpointing=True`) recomputes the full-scale decoder's branches in
-  the backward pass instead of keeping them: about half the peak memory (2D -52%, 3D -50%) for 10-20%
-  more time.
+  the backward pass instead of keeping them: about half the peak memory (2D -52%, 3D -50%) for up to
+  20% more time.
 - **UNet 3+ is expensive by design, not by implementation.** At `d1` the five branches are convolved at
   full resolution after upsampling (the paper's order): the bottleneck branch alone is a 3x3 conv from
-  the widest level to 32 channels on a full-resolution map. Its FLOP ratio to BasicUNet is larger than
-  its time ratio: per FLOP it is the most efficient network here (large convolutions).
+  the widest level to 32 channels on a full-resolution map. Its time ratio to BasicUNet follows its FLOP
+  ratio (compare the GFLOP and conv GFLOP/s columns): it is slow because it computes more, not because
+  it computes slowly.
 """,
     "pruning": """
 ## Pruned UNet++ inference
@@ -1015,7 +1021,10 @@ bfloat16 autocast, channels_last, `torch.compile` through `unet_monai.bundle.com
 `compile` flag; it falls back to eager execution with a warning when compiling fails, and the row says so)
 and `cudnn.benchmark` off against the default on. On CPU only fp32, channels_last and bfloat16 autocast are
 measured (and `torch.compile` with `--compile`: inductor needs a C++ compiler and minutes of compiling);
-CPU bfloat16 is only fast on processors with native bfloat16 instructions.
+CPU bfloat16 is only fast on processors with native bfloat16 instructions (this one has AVX512-BF16).
+The UNet++ here is the InstanceNorm configuration of the networks section; on this CPU channels_last made
+its training step slower (instance norm and channel concatenations are slower in channels_last there),
+so measure before turning it on for CPU training.
 
 In the bundles: `amp` (`$torch.cuda.is_available()`: float16 autocast + gradient scaling on CUDA, off on
 CPU), `channels_last` (2D bundles, default true), `compile` (default false) and `deterministic` (default
