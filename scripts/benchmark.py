@@ -1141,7 +1141,7 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["machine"] = dict(runs[0].get("machine", {}))
     out["machine"]["load_average_after"] = runs[-1].get("machine", {}).get("load_average_after")
     out["settings"] = dict(runs[0].get("settings", {})) | {
-        "command": " & ".join(commands) + " (started together)",
+        "command": " ; ".join(commands) + " ; then --combine",
         "section_seconds": seconds,
     }
     return out
@@ -1180,8 +1180,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--combine",
         nargs="+",
         metavar="JSON",
-        help="merge the sections of these result files (e.g. of two runs started at once on a 2-core machine, "
-        "one thread each) into --json, then write the document; measures nothing",
+        help="merge the sections of these result files (e.g. of two runs of some sections each) into --json, "
+        "then write the document; measures nothing",
     )
     args = p.parse_args(argv)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
