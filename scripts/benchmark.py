@@ -1061,9 +1061,15 @@ Where the 2D time goes (profile of the bundles' path on CPU, `torch.profiler`): 
 about two thirds, the decoder's concatenations about 13%, batch norm about 7%; slicing the volume into
 neighbour stacks and writing the outputs back is below 1%. SliceInferer's own overhead with a
 whole-slice window is small too (it ran as fast as calling the network slice by slice), so on CPU the
-gain comes from channels_last and from a small batch: on this CPU a batch of 32 slices of 256x256 was
-*slower* than one slice at a time (0.8x: the activations of a large batch leave the caches), which is why
-the bundles use 2 slices per forward on CPU and 32 on CUDA, where large batches fill the GPU.
+only gains are channels_last and the batch size, and the batch works against it: in separate
+measurements on this CPU (same volume, speed relative to SliceInferer's defaults) the bundles' path ran
+1.31x / 1.35x / 1.33x / 1.13x with 1 / 2 / 4 / 8 slices per forward at widths 8..128, and 1.17x / 1.08x /
+0.90x with 1 / 2 / 8 slices at the bundles' widths 32..512 (the activations of a large batch leave the
+caches; 32 slices ran at 0.8x). So the 2D bundles now use 32 slices per forward on CUDA, where large
+batches fill the GPU, and 1 on CPU. **On CPU the 1.5x target is therefore missed** (the row above);
+batching, the lever it was set for, pays on GPUs, which were not available to measure. Mixed precision
+is the one large CPU gain (the bfloat16 row, on a CPU with AVX512-BF16), but it changes the numerics, so
+the bundles keep float32 on CPU (`amp` is on for CUDA only).
 """,
     "losses": """
 ## MS-SSIM loss against pytorch-msssim
