@@ -1,5 +1,7 @@
-"""Ignite handlers used by the bundles: checkpoints and resume, epoch seeding, learning curves, per-case metrics."""
+"""Ignite handlers used by the bundles: checkpoints and resume, epoch seeding, learning curves, per-case metrics,
+precise BatchNorm statistics."""
 
+from .batch_norm import PreciseBatchNorm, recompute_batch_norm_stats
 from .checkpoint import BestModelSaver, TrainingCheckpointer
 from .distances import SurfaceDistanceHandler, voxel_spacing
 from .epoch import DatasetEpochSetter
@@ -14,11 +16,13 @@ __all__ = [
     "DatasetEpochSetter",
     "EpochSeeder",
     "PeriodicValidationHandler",
+    "PreciseBatchNorm",
     "SurfaceDistanceHandler",
     "TrainingCheckpointer",
     "TrainingHistory",
     "case_name",
     "configure_determinism",
     "plot_learning_curves",
+    "recompute_batch_norm_stats",
     "voxel_spacing",
 ]
