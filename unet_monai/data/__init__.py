@@ -3,6 +3,7 @@
 - :mod:`~unet_monai.data.lits`: find LiTS / MSD Task03_Liver cases, split by case, datalist JSON.
 - :mod:`~unet_monai.data.transforms`: case validation with clear errors, 2.5D neighbour stacking.
 - :mod:`~unet_monai.data.pipelines`: MONAI ``Compose`` chains for 3D patches and 2.5D volumes.
+- :mod:`~unet_monai.data.anti_alias`: Gaussian anti-aliasing before ``Spacingd`` downsamples.
 - :mod:`~unet_monai.data.slices`: the cached 2.5D slice dataset and the slice-stack inferer.
 - :mod:`~unet_monai.data.synthetic`: LiTS-like CT generator (``python -m unet_monai.data.synthetic``).
 
@@ -16,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .anti_alias import SpacingAntiAliasd, anti_aliasing_sigma
     from .lits import case_id_from_path, find_cases, load_datalist, prepare_datalist, save_datalist, split_cases
     from .pipelines import lits_2d_augmentation, lits_2d_preprocessing, lits_3d_transforms, lits_evaluation_transforms
     from .slices import LiTSSliceDataset
@@ -34,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .writers import AtomicNibabelWriter
 
 _MODULES = {
+    "anti_alias": ["SpacingAntiAliasd", "anti_aliasing_sigma"],
     "lits": ["case_id_from_path", "find_cases", "load_datalist", "prepare_datalist", "save_datalist", "split_cases"],
     "pipelines": ["lits_2d_augmentation", "lits_2d_preprocessing", "lits_3d_transforms", "lits_evaluation_transforms"],
     "slices": ["LiTSSliceDataset"],
@@ -58,8 +61,10 @@ __all__ = [
     "CheckCaseFilesd",
     "InvalidCaseError",
     "LiTSSliceDataset",
+    "SpacingAntiAliasd",
     "SyntheticCase",
     "ValidateCased",
+    "anti_aliasing_sigma",
     "case_id_from_path",
     "check_case_files",
     "find_cases",

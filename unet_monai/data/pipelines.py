@@ -47,6 +47,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from unet_monai.data.anti_alias import SpacingAntiAliasd
 from unet_monai.data.transforms import LABEL_VALUES, CheckCaseFilesd, ValidateCased
 
 __all__ = ["lits_2d_augmentation", "lits_2d_preprocessing", "lits_3d_transforms", "lits_evaluation_transforms"]
@@ -90,6 +91,7 @@ def _loading(
 def lits_3d_transforms(
     mode: str = "train",
     spacing: Sequence[float] | None = (1.5, 1.5, 2.0),
+    anti_aliasing: bool = True,
     hu_window: Sequence[float] = (-200.0, 250.0),
     patch_size: Sequence[int] = (96, 96, 96),
     pos: float = 1.0,
@@ -115,8 +117,8 @@ def lits_3d_transforms(
     """3D preprocessing (and, for ``"train"``, patch sampling and augmentation) of LiTS-style CT.
 
     Chain: CheckCaseFilesd, LoadImaged, ValidateCased, EnsureChannelFirstd, [MapLabelValued 2->1],
-    Orientationd RAS, Spacingd (``spacing`` mm; bilinear image, nearest label), ScaleIntensityRanged
-    (``hu_window`` -> [0, 1], clipped), CropForegroundd (the body: voxels above the window's lower
+    Orientationd RAS, [SpacingAntiAliasd], Spacingd (``spacing`` mm; bilinear image, nearest label),
+    ScaleIntensityRanged (``hu_window`` -> [0, 1], clipped), CropForegroundd (the body: voxels above the window's lower
     bound, plus ``crop_margin``). ``"train"`` adds SpatialPadd to ``patch_size``,
     RandCropByPosNegLabeld (``num_samples`` patches per volume centred on foreground/background in
     the ratio ``pos:neg``; background centres inside the body), random flips on each axis, a random
@@ -130,6 +132,9 @@ def lits_3d_transforms(
         mode: ``"train"`` (image + label, random patches), ``"val"`` (image + label, whole volume) or
             ``"infer"`` (image only, whole volume, all spatial steps invertible).
         spacing: target voxel size in mm, or ``None`` to keep the native spacing.
+        anti_aliasing: Gaussian-smooth the image along the axes it is downsampled on before ``Spacingd``
+            (:class:`~unet_monai.data.anti_alias.SpacingAntiAliasd`, sigma as ``Resize(anti_aliasing=True)``),
+            as the 2D pipeline's ``Resized`` does. Defaults to True.
         hu_window: HU range mapped to [0, 1] (values outside clipped).
         patch_size: training patch size in voxels.
         pos, neg: foreground : background ratio of patch centres.
@@ -171,7 +176,10 @@ def lits_3d_transforms(
     interp = ["bilinear", "nearest"][: len(keys)]
     chain = _loading(keys, label_key, check_files, label_values, nan_policy, affine_tol, merge_tumour)
     if spacing is not None:
-        chain.append(Spacingd(keys, pixdim=tuple(float(s) for s in spacing), mode=interp))
+        pixdim = tuple(float(s) for s in spacing)
+        if anti_aliasing:
+            chain.append(SpacingAntiAliasd(image_key, pixdim=pixdim))
+        chain.append(Spacingd(keys, pixdim=pixdim, mode=interp))
     chain.append(ScaleIntensityRanged(image_key, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
     if crop_foreground:
         # after clipping, voxels > 0 are above the window's lower bound: the body, not the air around it

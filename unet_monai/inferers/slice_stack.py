@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 
-from unet_monai.data.transforms import slice_neighbours, slice_stack_to_volume, volume_to_slice_stack
+from unet_monai.data.transforms import slice_neighbours, slice_stack_to_volume
 
 __all__ = ["SliceStackInferer"]
 
@@ -70,10 +70,14 @@ class SliceStackInferer(Inferer):
         b, _, h, w, depth = x.shape
         result: torch.Tensor | None = None
         for i in range(b):
-            volume = x[i].to(net_device)  # one transfer per volume, not num_slices per slice
+            # axial axis first, once per volume: every stack is then a gather of whole contiguous planes and
+            # every output a contiguous block, instead of strided reads and writes along D for each slice
+            planes = x[i, 0].to(net_device).permute(2, 0, 1).contiguous()  # (D, H, W)
+            per_slice: torch.Tensor | None = None  # (D, C, H, W)
             for z0 in range(0, depth, self.sw_batch_size):
                 z = np.arange(z0, min(z0 + self.sw_batch_size, depth))
-                stack = volume_to_slice_stack(volume, self.num_slices, indices=z)
+                idx = torch.as_tensor(slice_neighbours(z, depth, self.num_slices), device=planes.device)
+                stack = planes[idx]  # (N, num_slices, H, W), as volume_to_slice_stack builds it
                 resize = self.spatial_size is not None and tuple(stack.shape[-2:]) != self.spatial_size
                 if resize:
                     stack = F.interpolate(stack, size=self.spatial_size, mode="bilinear", align_corners=False)
@@ -82,8 +86,12 @@ class SliceStackInferer(Inferer):
                     out = out[0]
                 if resize:
                     out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
-                if result is None:
-                    result = torch.empty((b, out.shape[1], h, w, depth), dtype=out.dtype, device=out_device)
-                result[i, ..., z0 : z0 + len(z)] = slice_stack_to_volume(out).to(out_device)
+                if per_slice is None:
+                    per_slice = torch.empty((depth, *out.shape[1:]), dtype=out.dtype, device=out.device)
+                per_slice[z0 : z0 + len(z)] = out
+            assert per_slice is not None
+            if result is None:
+                result = torch.empty((b, per_slice.shape[1], h, w, depth), dtype=per_slice.dtype, device=out_device)
+            result[i] = slice_stack_to_volume(per_slice).to(out_device)
         assert result is not None
         return convert_to_dst_type(result, inputs, dtype=result.dtype, device=result.device)[0]
