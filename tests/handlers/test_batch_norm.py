@@ -62,6 +62,15 @@ def test_num_batches_limits_the_pass_and_bad_values_are_refused():
     net = _net()
     loader = DataLoader(Dataset(_data()), batch_size=2)
     assert recompute_batch_norm_stats(net, loader, num_batches=3) == 3
+    drawn = []
+
+    def counting():
+        for batch in loader:
+            drawn.append(batch)
+            yield batch
+
+    recompute_batch_norm_stats(net, counting(), num_batches=2)
+    assert len(drawn) == 2  # no batch loaded beyond num_batches
     with pytest.raises(ValueError, match="num_batches"):
         recompute_batch_norm_stats(net, loader, num_batches=0)
     with pytest.raises(ValueError, match="no batch"):

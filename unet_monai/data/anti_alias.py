@@ -46,7 +46,8 @@ def gaussian_smooth_replicate(
         chunk_elements: voxels filtered at a time (memory of the temporaries).
 
     Returns:
-        a new float32 tensor of the same shape (the input's dtype when it is floating point).
+        a new tensor of the same shape, float32 or the input's floating-point dtype (the input itself when
+        every sigma is 0).
     """
     spatial = image.ndim - 1
     if len(sigma) != spatial:

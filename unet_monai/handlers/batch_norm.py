@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -14,20 +15,16 @@ from monai.engines.utils import default_prepare_batch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from unet_monai.utils.serialization import unwrap_model
+
 __all__ = ["PreciseBatchNorm", "recompute_batch_norm_stats"]
 
 logger = logging.getLogger(__name__)
 
 
-def _unwrap(network: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
-    while True:
-        if isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            network = network.module
-        elif hasattr(network, "_orig_mod"):
-            network = network._orig_mod
-        else:
-            return network
+def _check_num_batches(num_batches: int | None) -> None:
+    if num_batches is not None and int(num_batches) < 1:
+        raise ValueError(f"num_batches must be >= 1 or None; got {num_batches}.")
 
 
 def recompute_batch_norm_stats(
@@ -55,7 +52,8 @@ def recompute_batch_norm_stats(
     cumulative average (``momentum=None``) over the batches. Modes and momenta are restored afterwards.
 
     Args:
-        network: the model (DDP and ``torch.compile`` wrappers are unwrapped).
+        network: the model (a DDP / DataParallel wrapper is unwrapped; a ``torch.compile``d module runs as is,
+            its BatchNorm layers are those of the module it wraps).
         data_loader: batches as the trainer takes them (MONAI dictionaries or tuples).
         num_batches: at most this many batches (None: the whole loader).
         device: where to run; by default the device of the network's first parameter.
@@ -69,9 +67,8 @@ def recompute_batch_norm_stats(
 
         >>> recompute_batch_norm_stats(network, train_loader, num_batches=100)
     """
-    if num_batches is not None and int(num_batches) < 1:
-        raise ValueError(f"num_batches must be >= 1 or None; got {num_batches}.")
-    module = _unwrap(network)
+    _check_num_batches(num_batches)
+    module = unwrap_model(network)
     layers = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     if not layers:
         return 0
@@ -89,11 +86,10 @@ def recompute_batch_norm_stats(
             m.eval()
     used = 0
     autocast = torch.autocast(device.type) if amp else contextlib.nullcontext()
+    batches = data_loader if num_batches is None else itertools.islice(data_loader, int(num_batches))
     try:
         with torch.no_grad(), autocast:
-            for batch in data_loader:
-                if num_batches is not None and used >= int(num_batches):
-                    break
+            for batch in batches:  # islice: no batch is loaded beyond num_batches
                 inputs = prepare_batch(batch, device, False)[0]
                 module(inputs)
                 used += 1
@@ -138,8 +134,7 @@ class PreciseBatchNorm:
     """
 
     def __init__(self, validator: Engine, num_batches: int | None = 200, data_loader: Iterable[Any] | None = None):
-        if num_batches is not None and int(num_batches) < 1:
-            raise ValueError(f"num_batches must be >= 1 or None; got {num_batches}.")
+        _check_num_batches(num_batches)
         self.validator = validator
         self.num_batches = num_batches
         self.data_loader = data_loader
