@@ -1,4 +1,4 @@
-"""Anti-aliasing before Spacingd: sigma rule, noise reduction, untouched axes, errors."""
+"""Anti-aliasing before Spacingd and Resized: sigma rule, noise reduction, untouched axes, inversion, errors."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Spacingd
+from monai.transforms import Compose, Resized, Spacingd
 
-from unet_monai.data import SpacingAntiAliasd, anti_aliasing_sigma
+from unet_monai.data import AntiAliasedResized, SpacingAntiAliasd, anti_aliasing_sigma
 from unet_monai.data.anti_alias import gaussian_smooth_replicate
 
 
@@ -88,3 +88,45 @@ def test_smoothing_matches_scipy_and_does_not_depend_on_chunks(sigma, tol):
     assert torch.equal(x, torch.rand(2, 40, 30, 20, generator=torch.Generator().manual_seed(0)))  # input intact
     with pytest.raises(ValueError, match="one value per spatial axis"):
         gaussian_smooth_replicate(x, sigma[:2])
+
+
+def _framed(shape, frame, seed=0) -> MetaTensor:
+    """Noise inside a zero frame ``frame`` voxels wide on every in-plane side (air after the HU window)."""
+    x = torch.zeros((1, *shape))
+    inner = tuple(slice(frame, n - frame) for n in shape[:2])
+    x[(slice(None), *inner)] = torch.rand((1, *(n - 2 * frame for n in shape[:2]), *shape[2:]),
+                                          generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    return MetaTensor(x, affine=torch.diag(torch.tensor([0.7, 0.8, 2.5, 1.0], dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("spatial_size", [(40, 30, -1), (24, 64, -1)])
+def test_resize_equals_monai_anti_aliased_resize(spatial_size):
+    """Same voxels and affine as ``Resized(anti_aliasing=True)`` where zero padding = replicated air."""
+    image = _framed((96, 80, 6), frame=24)
+    ours = AntiAliasedResized("image", spatial_size=spatial_size)({"image": image.clone()})["image"]
+    ref = Resized("image", spatial_size=spatial_size, mode="bilinear", anti_aliasing=True)({"image": image.clone()})
+    assert ours.shape == ref["image"].shape
+    assert torch.allclose(ours, ref["image"], atol=1e-4)  # float summation order (MONAI convolves)
+    assert np.allclose(ours.affine.numpy(), ref["image"].affine.numpy())
+
+
+def test_resize_keeps_slices_apart_and_inverts():
+    """``-1`` on the slice axis: no smoothing across slices (slabs give the whole volume's slices); Invertd works."""
+    image = _framed((64, 64, 8), frame=0)
+    resize = Compose([AntiAliasedResized("image", spatial_size=(32, 32, -1))])
+    whole = resize({"image": image.clone()})["image"]
+    slab = resize({"image": MetaTensor(image[..., 2:5].clone(), affine=image.affine)})["image"]
+    assert whole.shape == (1, 32, 32, 8)
+    assert torch.allclose(slab, whole[..., 2:5], atol=1e-6)
+    back = resize.inverse({"image": whole})["image"]
+    assert back.shape == image.shape
+    assert np.allclose(back.affine.numpy(), image.affine.numpy())
+    assert not back.applied_operations  # the resize was recorded once and undone
+
+
+def test_resize_borders_are_replicated_and_not_lazy():
+    air = MetaTensor(torch.full((1, 48, 48, 2), -1000.0))
+    out = AntiAliasedResized("image", spatial_size=(16, 16, -1))({"image": air})["image"]
+    assert torch.allclose(out, torch.full((1, 16, 16, 2), -1000.0))  # MONAI's zero padding gives > -1000 here
+    with pytest.raises(ValueError, match="cannot be lazy"):
+        AntiAliasedResized("image", spatial_size=(16, 16, -1))({"image": air}, lazy=True)

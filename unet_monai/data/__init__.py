@@ -3,7 +3,7 @@
 - :mod:`~unet_monai.data.lits`: find LiTS / MSD Task03_Liver cases, split by case, datalist JSON.
 - :mod:`~unet_monai.data.transforms`: case validation with clear errors, 2.5D neighbour stacking.
 - :mod:`~unet_monai.data.pipelines`: MONAI ``Compose`` chains for 3D patches and 2.5D volumes.
-- :mod:`~unet_monai.data.anti_alias`: Gaussian anti-aliasing before ``Spacingd`` downsamples.
+- :mod:`~unet_monai.data.anti_alias`: Gaussian anti-aliasing before ``Spacingd`` or ``Resized`` downsample.
 - :mod:`~unet_monai.data.slices`: the cached 2.5D slice dataset and the slice-stack inferer.
 - :mod:`~unet_monai.data.synthetic`: LiTS-like CT generator (``python -m unet_monai.data.synthetic``).
 
@@ -17,7 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .anti_alias import SpacingAntiAliasd, anti_aliasing_sigma
+    from .anti_alias import AntiAliasedResized, SpacingAntiAliasd, anti_aliasing_sigma
     from .lits import case_id_from_path, find_cases, load_datalist, prepare_datalist, save_datalist, split_cases
     from .pipelines import lits_2d_augmentation, lits_2d_preprocessing, lits_3d_transforms, lits_evaluation_transforms
     from .slices import LiTSSliceDataset
@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .writers import AtomicNibabelWriter
 
 _MODULES = {
-    "anti_alias": ["SpacingAntiAliasd", "anti_aliasing_sigma"],
+    "anti_alias": ["AntiAliasedResized", "SpacingAntiAliasd", "anti_aliasing_sigma"],
     "lits": ["case_id_from_path", "find_cases", "load_datalist", "prepare_datalist", "save_datalist", "split_cases"],
     "pipelines": ["lits_2d_augmentation", "lits_2d_preprocessing", "lits_3d_transforms", "lits_evaluation_transforms"],
     "slices": ["LiTSSliceDataset"],
@@ -57,6 +57,7 @@ _MODULES = {
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
+    "AntiAliasedResized",
     "AtomicNibabelWriter",
     "CheckCaseFilesd",
     "InvalidCaseError",

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.networks.layers.convutils import gaussian_1d
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, Resized
+from monai.utils import fall_back_tuple
 
-__all__ = ["SpacingAntiAliasd", "anti_aliasing_sigma", "gaussian_smooth_replicate"]
+__all__ = ["AntiAliasedResized", "SpacingAntiAliasd", "anti_aliasing_sigma", "gaussian_smooth_replicate"]
 
 
 def anti_aliasing_sigma(current: Sequence[float], target: Sequence[float]) -> tuple[float, ...]:
@@ -128,3 +129,65 @@ class SpacingAntiAliasd(MapTransform):
                 smoothed = gaussian_smooth_replicate(img.as_tensor(), sigma)
                 d[key] = MetaTensor(smoothed, meta=img.meta, applied_operations=img.applied_operations)
         return d
+
+
+class AntiAliasedResized(Resized):
+    """``Resized`` with Gaussian anti-aliasing when shrinking, borders replicated and memory bounded.
+
+    The same result as ``Resized(keys, spatial_size, mode, anti_aliasing=True)`` away from the borders (the
+    same sigma, ``max((in / out - 1) / 2, 0)`` per axis, and the same truncated Gaussian), but MONAI smooths
+    with ``GaussianSmooth``, which zero-pads and, on a (1, 512, 512, 500) CT volume resized in-plane to
+    320 x 320, peaks at 11.3 GB (about 20x the volume). Here :func:`gaussian_smooth_replicate` filters in
+    chunks with replicated borders (about 3x the volume). The smoothing is not recorded: ``Invertd`` undoes
+    the resize exactly as for ``Resized`` (this is a ``Resized`` subclass; only its forward differs), and
+    axes that are kept (``-1``) or enlarged are not smoothed, so a resize that keeps every slice is
+    per-slice and can be streamed slab by slab. Use it for images; labels take a plain nearest-neighbour
+    ``Resized``. Not lazy (anti-aliasing needs the voxels).
+
+    Args:
+        keys: image keys (channel-first tensors).
+        spatial_size: output size per spatial axis; ``-1`` or ``0`` keeps the input's size on that axis.
+        mode: interpolation mode, as for ``Resized`` (``"bilinear"``, ``"trilinear"``, ...).
+        align_corners: as for ``Resized``.
+        allow_missing_keys: don't raise for missing keys.
+
+    Example::
+
+        AntiAliasedResized("image", spatial_size=(320, 320, -1), mode="bilinear")  # in-plane, every slice kept
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spatial_size: Sequence[int] | int,
+        mode: str = "bilinear",
+        align_corners: bool | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(
+            keys,
+            spatial_size,
+            mode=mode,
+            align_corners=align_corners,
+            anti_aliasing=False,  # smoothed in __call__ instead
+            allow_missing_keys=allow_missing_keys,
+        )
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> dict[Hashable, torch.Tensor]:
+        if lazy:
+            raise ValueError("AntiAliasedResized cannot be lazy: anti-aliasing needs the voxels.")
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            in_size = [int(n) for n in img.shape[1:]]
+            out_size = fall_back_tuple(self.resizer.spatial_size, in_size)
+            # shrinking n -> m voxels is going from spacing 1 to spacing n / m
+            sigma = anti_aliasing_sigma([1.0] * len(in_size), [n / m for n, m in zip(in_size, out_size)])
+            if any(s > 0 for s in sigma):
+                smoothed = gaussian_smooth_replicate(
+                    img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img), sigma
+                )
+                if isinstance(img, MetaTensor):
+                    smoothed = MetaTensor(smoothed, meta=img.meta, applied_operations=img.applied_operations)
+                d[key] = smoothed
+        return super().__call__(d, lazy=False)

@@ -47,7 +47,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from unet_monai.data.anti_alias import SpacingAntiAliasd
+from unet_monai.data.anti_alias import AntiAliasedResized, SpacingAntiAliasd
 from unet_monai.data.transforms import LABEL_VALUES, CheckCaseFilesd, ValidateCased
 
 __all__ = ["lits_2d_augmentation", "lits_2d_preprocessing", "lits_3d_transforms", "lits_evaluation_transforms"]
@@ -237,7 +237,9 @@ def lits_2d_preprocessing(
     Chain: CheckCaseFilesd, LoadImaged, ValidateCased, EnsureChannelFirstd, [MapLabelValued 2->1],
     Orientationd RAS (axial axis last), ScaleIntensityRanged (``hu_window`` -> [0, 1], clipped),
     [CropForegroundd to the body], Resized in-plane to ``spatial_size`` keeping every slice (image:
-    bilinear with Gaussian anti-aliasing when shrinking; label: nearest-exact), EnsureTyped float32.
+    bilinear with Gaussian anti-aliasing when shrinking, :class:`~unet_monai.data.AntiAliasedResized`: MONAI's
+    ``Resized(anti_aliasing=True)`` needs about 20x the volume's memory; label: nearest-exact), EnsureTyped
+    float32.
     The output is ``(1, H, W, D)``; :func:`~unet_monai.data.transforms.volume_to_slice_stack` (or
     :class:`~unet_monai.inferers.SliceStackInferer`) turns it into ``(D, num_slices, H, W)`` network inputs.
     :class:`~unet_monai.data.LiTSSliceDataset` runs this chain once per volume and caches the result.
@@ -274,7 +276,7 @@ def lits_2d_preprocessing(
         size = (*(int(s) for s in spatial_size), -1)
         if len(size) != 3:
             raise ValueError(f"spatial_size must be (H, W), got {spatial_size}.")
-        chain.append(Resized(image_key, spatial_size=size, mode="bilinear", anti_aliasing=True))
+        chain.append(AntiAliasedResized(image_key, spatial_size=size, mode="bilinear"))
         if label_key in keys:
             chain.append(Resized(label_key, spatial_size=size, mode="nearest-exact"))
     chain.append(EnsureTyped(keys, dtype=torch.float32, track_meta=True))

@@ -48,7 +48,8 @@ __all__ = ["LiTSSliceDataset"]
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+# bumped when the preprocessing's output changes: 2 = in-plane anti-aliasing with replicated borders
+CACHE_VERSION = 2
 
 
 def _root_error(e: BaseException) -> BaseException:
