@@ -80,6 +80,14 @@ def gaussian_smooth_replicate(
     return src.to(image.dtype) if image.is_floating_point() else src
 
 
+def _smoothed_like(img: torch.Tensor, sigma: Sequence[float]) -> torch.Tensor:
+    """:func:`gaussian_smooth_replicate` of ``img``; a MetaTensor keeps its metadata and applied operations."""
+    if not isinstance(img, MetaTensor):
+        return gaussian_smooth_replicate(torch.as_tensor(img), sigma)
+    smoothed = gaussian_smooth_replicate(img.as_tensor(), sigma)
+    return MetaTensor(smoothed, meta=img.meta, applied_operations=img.applied_operations)
+
+
 class SpacingAntiAliasd(MapTransform):
     """Gaussian-smooth images that a following ``Spacingd(pixdim=...)`` will downsample.
 
@@ -126,8 +134,7 @@ class SpacingAntiAliasd(MapTransform):
                 raise ValueError(f"pixdim {self.pixdim} has {len(self.pixdim)} values; {key!r} has {spatial} axes.")
             sigma = anti_aliasing_sigma([float(s) for s in img.pixdim[:spatial]], self.pixdim)
             if any(s > 0 for s in sigma):
-                smoothed = gaussian_smooth_replicate(img.as_tensor(), sigma)
-                d[key] = MetaTensor(smoothed, meta=img.meta, applied_operations=img.applied_operations)
+                d[key] = _smoothed_like(img, sigma)
         return d
 
 
@@ -184,10 +191,5 @@ class AntiAliasedResized(Resized):
             # shrinking n -> m voxels is going from spacing 1 to spacing n / m
             sigma = anti_aliasing_sigma([1.0] * len(in_size), [n / m for n, m in zip(in_size, out_size)])
             if any(s > 0 for s in sigma):
-                smoothed = gaussian_smooth_replicate(
-                    img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img), sigma
-                )
-                if isinstance(img, MetaTensor):
-                    smoothed = MetaTensor(smoothed, meta=img.meta, applied_operations=img.applied_operations)
-                d[key] = smoothed
+                d[key] = _smoothed_like(img, sigma)
         return super().__call__(d, lazy=False)
