@@ -372,9 +372,17 @@ def _speed_rows(times: dict[str, list[float]], baseline: str) -> list[dict[str, 
     ]
 
 
-def bundle_parts(name: str, device: torch.device, **overrides: Any) -> tuple[nn.Module, Any]:
-    """A bundle's inference network (eval) and inferer from its ``inference.json``, with config overrides."""
+def bundle_parts(name: str, device: torch.device, **overrides: Any) -> tuple[nn.Module, nn.Module, Any]:
+    """A bundle's inference network as its ``inference.json`` runs it, the same network as built (what a
+    MONAI user would run: default memory format, BatchNorm not folded), and the bundle's inferer.
+
+    The first is the second with the bundle's ``FoldBatchNorm`` handler applied (``fold_batch_norm``) and in
+    the bundle's memory format; the weights are the same (random here, so BatchNorm statistics are set
+    away from the identity first, as a trained network's are).
+    """
     from monai.bundle import ConfigParser
+
+    from unet_monai.networks import fold_batch_norm
 
     parser = ConfigParser()
     parser.read_config(str(ROOT / "bundles" / name / "configs" / "inference.json"))
@@ -382,7 +390,15 @@ def bundle_parts(name: str, device: torch.device, **overrides: Any) -> tuple[nn.
     for key, value in overrides.items():
         parser[key] = value
     network = parser.get_parsed_content("network").eval()
-    return network, parser.get_parsed_content("inferer")
+    with torch.no_grad():
+        for m in network.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    plain = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
+    if parser.get_parsed_content("fold_batch_norm") if "fold_batch_norm" in parser else False:
+        fold_batch_norm(network)
+    return network, plain, parser.get_parsed_content("inferer")
 
 
 def _infer_2d(args, device, bundle, feats, vol_shape, runner, log) -> dict[str, Any]:
@@ -392,18 +408,18 @@ def _infer_2d(args, device, bundle, feats, vol_shape, runner, log) -> dict[str, 
     from unet_monai.data.transforms import volume_to_slice_stack
 
     torch.manual_seed(0)
-    net_cl, ours = bundle_parts(bundle, device, features=list(feats))
-    net = copy.deepcopy(net_cl).to(memory_format=torch.contiguous_format)  # what a MONAI user would run
+    net_cl, net, ours = bundle_parts(bundle, device, features=list(feats))
+    net_cl_unfolded = copy.deepcopy(net).to(memory_format=torch.channels_last)
     volume = _volume(vol_shape, device)
     with torch.inference_mode():  # MONAI's SliceInferer gets the same 3-channel input, built untimed
         stack = volume_to_slice_stack(volume[0], ours.num_slices).movedim(0, -1).unsqueeze(0).contiguous()
     monai_2d = SliceInferer(roi_size=vol_shape[:2], spatial_dim=2)  # defaults: sw_batch_size 1, overlap 0.25
     runs = {
-        f"SliceStackInferer (2D bundles: sw_batch_size {ours.sw_batch_size}, channels_last)": runner(
+        f"SliceStackInferer (2D bundles: sw_batch_size {ours.sw_batch_size}, channels_last, BatchNorm folded)": runner(
             lambda: ours(volume, net_cl)
         ),
         "MONAI SliceInferer defaults": runner(lambda: monai_2d(stack, net)),
-        "MONAI SliceInferer defaults, channels_last model": runner(lambda: monai_2d(stack, net_cl)),
+        "MONAI SliceInferer defaults, channels_last model": runner(lambda: monai_2d(stack, net_cl_unfolded)),
     }
     if device.type == "cpu":  # an option, not the bundles' default (their amp is on for CUDA only)
 
@@ -453,13 +469,13 @@ def run_inference(args, device, cfg, log) -> dict[str, Any]:
     patch = tuple(cfg["patch"])
     feats_3d = cfg["infer_features_3d"]
     out["features_3d"] = list(feats_3d)
-    net3d, bundle_3d = bundle_parts(BUNDLE_3D, device, features=list(feats_3d), patch_size=list(patch))
+    net3d, net3d_plain, bundle_3d = bundle_parts(BUNDLE_3D, device, features=list(feats_3d), patch_size=list(patch))
     monai_3d = SlidingWindowInferer(roi_size=patch)  # defaults: sw_batch_size 1, overlap 0.25, constant
     runs = {
         f"3D bundles: sw_batch_size {bundle_3d.sw_batch_size}, overlap {bundle_3d.overlap}, {bundle_3d.mode}": runner(
             lambda: bundle_3d(volume, net3d)
         ),
-        "MONAI SlidingWindowInferer defaults": runner(lambda: monai_3d(volume, net3d)),
+        "MONAI SlidingWindowInferer defaults": runner(lambda: monai_3d(volume, net3d_plain)),
     }
     log(f"inference 3D: volume {vol_shape}, patch {patch}")
     times = bench.interleaved_times(runs, args.infer_repeats_3d, device, warmup=0, progress=log)
@@ -592,6 +608,8 @@ def bundle_inference(configs: Path, device: torch.device, args: argparse.Namespa
     """Seconds for one volume through the bundle's inference network and inferer (AMP on CUDA)."""
     from monai.bundle import ConfigParser
 
+    from unet_monai.networks import fold_batch_norm
+
     parser = ConfigParser()
     parser.read_config(str(configs / "inference.json"))
     parser["device"] = f"$torch.device('{device}')"
@@ -603,6 +621,8 @@ def bundle_inference(configs: Path, device: torch.device, args: argparse.Namespa
     if kind == "2d":  # the preprocessing resizes slices to spatial_size: done inside the inferer here
         parser["inferer"]["spatial_size"] = "@spatial_size"
     network = parser.get_parsed_content("network").eval()
+    if parser.get_parsed_content("fold_batch_norm") if "fold_batch_norm" in parser else False:
+        fold_batch_norm(network)  # what the bundle's FoldBatchNorm handler does after loading the weights
     inferer = parser.get_parsed_content("inferer")
     volume = _volume((32, 32, 16) if args.quick else GPU_VOLUME, device)
     amp = device.type == "cuda"
@@ -1050,19 +1070,25 @@ would take many minutes per volume), the same weights for both paths, eval mode 
 `torch.inference_mode`, float16 autocast on CUDA.
 
 - **2D**: the 2D bundles' path is `unet_monai.inferers.SliceStackInferer(num_slices=3,
-  sw_batch_size=@sw_batch_size)` with the network in channels_last (`channels_last: true`): each axial
-  slice with its two neighbours as channels, `sw_batch_size` slices per forward ({sw2} in this run: the
-  bundles use `$32 if torch.cuda.is_available() else 1`), no overlap. MONAI's equivalent for a 2D network
-  on a volume is `monai.inferers.SliceInferer` (a `SlidingWindowInferer` subclass), used here **with its
-  default settings** (`sw_batch_size=1`, `overlap=0.25`, `mode="constant"`), `roi_size` the whole slice,
-  `spatial_dim=2`, on the network in the default memory format, and given the same 3-channel neighbour
-  stack (built untimed). A third row gives SliceInferer the channels_last network, to separate the two
-  effects; on CPU a fourth adds bfloat16 autocast to the bundles' path (an option, not their default:
-  `amp` is on for CUDA only). Largest difference between the outputs of the first two rows: {diff}.
+  sw_batch_size=@sw_batch_size)` with the network as their `inference.json` runs it: in channels_last
+  (`channels_last: true`) and with every BatchNorm folded into the convolution before it once the weights
+  are loaded (`fold_batch_norm: true`, the `unet_monai.handlers.FoldBatchNorm` handler after
+  `CheckpointLoader`); each axial slice with its two neighbours as channels, `sw_batch_size` slices per
+  forward ({sw2} in this run: the bundles use `$32 if torch.cuda.is_available() else 1`), no overlap.
+  MONAI's equivalent for a 2D network on a volume is `monai.inferers.SliceInferer` (a
+  `SlidingWindowInferer` subclass), used here **with its default settings** (`sw_batch_size=1`,
+  `overlap=0.25`, `mode="constant"`), `roi_size` the whole slice, `spatial_dim=2`, on the network as built
+  (default memory format, BatchNorm as trained: what a MONAI user runs), and given the same 3-channel
+  neighbour stack (built untimed). A third row gives SliceInferer the channels_last network without
+  folding, to separate the effects; on CPU a fourth adds bfloat16 autocast to the bundles' path (an
+  option, not their default: `amp` is on for CUDA only). The BatchNorm statistics are set away from the
+  identity first (random weights otherwise), as a trained network's are. Largest difference between the
+  outputs of the first two rows: {diff}.
 - **3D**: the 3D bundles' `SlidingWindowInferer(roi_size={patch}, sw_batch_size=4, overlap=0.5,
-  mode="gaussian")` against `SlidingWindowInferer(roi_size={patch})` with the defaults (`sw_batch_size=1`,
-  `overlap=0.25`, `mode="constant"`). The bundles' overlap of 0.5 means more windows (50 against 32 for
-  this volume: smoother, more accurate borders), so it is slower unless batching pays more than the extra
+  mode="gaussian")` on the folded network against `SlidingWindowInferer(roi_size={patch})` with the
+  defaults (`sw_batch_size=1`, `overlap=0.25`, `mode="constant"`) on the network as built. The bundles'
+  overlap of 0.5 means more windows (50 against 32 for this volume: smoother, more accurate borders), so it
+  is slower unless batching pays more than the extra
   windows cost; there is no target for it.
 """,
     "inference_after": """
@@ -1075,10 +1101,16 @@ measurements on this CPU (same volume, speed relative to SliceInferer's defaults
 1.31x / 1.35x / 1.33x / 1.13x with 1 / 2 / 4 / 8 slices per forward at widths 8..128, and 1.17x / 1.08x /
 0.90x with 1 / 2 / 8 slices at the bundles' widths 32..512 (the activations of a large batch leave the
 caches; 32 slices ran at 0.8x). So the 2D bundles now use 32 slices per forward on CUDA, where large
-batches fill the GPU, and 1 on CPU. **On CPU the 1.5x target is missed for the UNet++ bundle** (the
-first row of its table); batching, the lever it was set for, pays on GPUs, which were not available to
-measure. Mixed precision is the one large CPU gain (the bfloat16 row, on a CPU with AVX512-BF16), but it
-changes the numerics, so the bundles keep float32 on CPU (`amp` is on for CUDA only).
+batches fill the GPU, and 1 on CPU. Mixed precision is the one large CPU gain (the bfloat16 row, on a CPU
+with AVX512-BF16), but it changes the numerics, so the bundles keep float32 on CPU (`amp` is on for CUDA
+only).
+
+BatchNorm folding (`fold_batch_norm`, 2026-11-22) is what took the UNet++ bundle over the target: in
+channels_last, BatchNorm ran 2.2x slower than in the default format (4.8 against 2.2 ms per 256x256 slice,
+one thread, widths 8..128), eating part of the convolutions' 1.56x gain (54 against 85 ms); folded, it costs
+nothing. UNet++ went from 1.48x (channels_last alone, the previous run) to 1.52x (per round 1.52x, 1.54x,
+1.47x: at the target, not clear of it); its channels_last row without folding measured 1.35x in the same
+run. The UNet 3+ path did not change measurably (1.62x folded, 1.61x unfolded channels_last).
 
 The UNet 3+ bundle's path gains more from channels_last than the UNet++ one (its table): every decoder
 node of UNet 3+ concatenates five 8-channel (at these widths; 64 at the bundles') full-scale branches
@@ -1087,8 +1119,8 @@ high resolution, the kind channels_last speeds up on this CPU; UNet++'s many nar
 less. SliceStackInferer gathers whole contiguous planes (the volume is moved axial-axis-first once) and
 writes whole output planes; per slice it runs about 2% faster than SliceInferer on the same
 channels_last network (68.3 ms against 69.6 ms per 256x256 slice at widths 8..128, measured separately;
-the first against the third row of each table). So for UNet++ the missing few percent would have to come
-from the network itself on this CPU.
+the first against the third row of each table, before folding). The 1x1 output heads are the next cost
+on one thread (channels_last sends them to a slower kernel: 3.8 against 1.4 ms per slice).
 """,
     "losses": """
 ## MS-SSIM loss against pytorch-msssim

@@ -25,6 +25,7 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from unet_monai.data import generate_dataset
+from unet_monai.inferers import AutocastInferer
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "bundles" / "schema" / "meta_schema_20240725.json"
@@ -228,3 +229,26 @@ def test_multi_gpu_train_with_two_gloo_processes(name, dataset, tmp_path):
     assert state and not any(k.startswith("module.") for k in state)  # DDP unwrapped
     history = json.loads((bundle / "eval" / "history.json").read_text())
     assert [r["epoch"] for r in history["train"]] == [1]  # written once, by rank 0
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_cpu_bfloat16_is_wired_to_both_inferers_and_off_unless_asked(name, tmp_path):
+    configs = REPO / "bundles" / name / "configs"
+
+    def enabled(*files: str, **overrides: object) -> list[bool]:
+        parser = ConfigParser()
+        parser.read_config([str(configs / f) for f in files])  # an absolute name stays as it is
+        parser["device"] = "$torch.device('cpu')"
+        for key, value in overrides.items():  # as the command line sets them
+            parser[key] = value
+        inferers = [parser.get_parsed_content(f"{part}#inferer") for part in ("train", "validate")]
+        assert all(isinstance(i, AutocastInferer) and i.device_type == "cpu" for i in inferers)
+        return [i.enabled for i in inferers]
+
+    assert enabled("train.json") == [False, False]
+    assert enabled("train.json", "demo.json") == [False, False]  # the demos' figures are float32
+    on = tmp_path / "bf16.json"  # a training set-up that switched it on, listed before evaluate.json
+    on.write_text('{"cpu_bf16": true}')
+    assert enabled("train.json", str(on)) == [True, True]
+    assert enabled("train.json", str(on), "evaluate.json") == [False, False]  # evaluation figures: float32
+    assert enabled("train.json", cpu_bf16="true") == [True, True]  # as typed on the command line

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from unet_monai.utils.flags import as_bool
+
 __all__ = ["compile_network", "is_compiled"]
 
 logger = logging.getLogger(__name__)
@@ -121,7 +123,7 @@ def compile_network(
         network = compile_network(UNet3Plus(spatial_dims=2).to(device), enabled=True)
         # bundle config: "network": "$unet_monai.bundle.compile_network(@network_def.to(@device), @compile)"
     """
-    if not enabled:
+    if not as_bool(enabled, "compile_network(enabled)"):
         return network
     inner = (
         network.module

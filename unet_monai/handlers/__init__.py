@@ -1,10 +1,11 @@
 """Ignite handlers used by the bundles: checkpoints and resume, epoch seeding, learning curves, per-case metrics,
-precise BatchNorm statistics."""
+precise BatchNorm statistics, BatchNorm folding for inference."""
 
 from .batch_norm import PreciseBatchNorm, recompute_batch_norm_stats
 from .checkpoint import BestModelSaver, TrainingCheckpointer
 from .distances import SurfaceDistanceHandler, voxel_spacing
 from .epoch import DatasetEpochSetter
+from .fold import FoldBatchNorm
 from .history import TrainingHistory, plot_learning_curves
 from .metrics import CaseMetricsWriter, case_name
 from .seeding import EpochSeeder, configure_determinism
@@ -15,6 +16,7 @@ __all__ = [
     "CaseMetricsWriter",
     "DatasetEpochSetter",
     "EpochSeeder",
+    "FoldBatchNorm",
     "PeriodicValidationHandler",
     "PreciseBatchNorm",
     "SurfaceDistanceHandler",

@@ -19,6 +19,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from unet_monai.handlers.seeding import get_rng_state, set_rng_state
+from unet_monai.utils.flags import as_bool
 from unet_monai.utils.io import remove_stale_temporaries, save_torch_atomic
 from unet_monai.utils.serialization import load_checkpoint, unwrap_model
 
@@ -133,7 +134,7 @@ class TrainingCheckpointer:
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.evaluator = evaluator
-        self.resume = bool(resume)
+        self.resume = as_bool(resume, "resume")
         self.save_interval = int(save_interval)
         self.save_interval_iterations = int(save_interval_iterations)
 

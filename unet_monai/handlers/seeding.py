@@ -31,6 +31,8 @@ import torch
 from ignite.engine import Engine, Events
 from monai.data.utils import set_rnd
 
+from unet_monai.utils.flags import as_bool
+
 __all__ = ["EpochSeeder", "configure_determinism", "epoch_seeds", "get_rng_state", "set_rng_state"]
 
 logger = logging.getLogger(__name__)
@@ -120,7 +122,7 @@ def configure_determinism(deterministic: bool = False) -> None:
 
     Seeding is separate: ``monai.utils.set_determinism(seed)`` once and :class:`EpochSeeder` per epoch.
     """
-    if deterministic:
+    if as_bool(deterministic, "deterministic"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
