@@ -24,7 +24,8 @@ class FoldBatchNorm:
     into the convolution before it; at ``COMPLETED`` (or when the run raises) the original convolutions
     and BatchNorm layers are put back, so the network's ``state_dict`` is the checkpoint's again and a
     second run loads its weights as the first did. Outputs are those of the unfolded network to float
-    rounding; on CPU the 2D bundles' inference is about 10% faster (see ``docs/benchmarks.md``).
+    rounding; on one CPU thread with channels_last the UNet++ 2D bundle's inference path went from 1.48x
+    to 1.52x MONAI's SliceInferer, the UNet 3+ one did not change (``docs/benchmarks.md``).
 
     Args:
         network: the evaluator's network (a DDP wrapper is unwrapped).

@@ -22,8 +22,8 @@ def fold_batch_norm(network: nn.Module) -> int:
     sqrt(running_var + eps)`` and ``b = bias - a * running_mean``; applied right after a convolution it
     can be merged into the convolution's weights and bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``),
     so the network computes the same function with one pass over each feature map fewer. On CPU, where
-    channels_last makes the convolutions faster but BatchNorm about 2x slower, this is what lets the
-    inference path keep the whole channels_last gain. TorchScript's ``torch.jit.freeze``, ONNX Runtime and
+    channels_last makes the convolutions faster but BatchNorm about 2x slower, it gives the inference
+    path back the part of the channels_last gain BatchNorm took. TorchScript's ``torch.jit.freeze``, ONNX Runtime and
     TensorRT do the same when exporting; this does it for the eager network the bundles run.
 
     Folded are MONAI ``Convolution`` blocks (what :class:`UNetPlusPlus` and :class:`UNet3Plus` are built
