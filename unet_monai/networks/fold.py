@@ -23,8 +23,9 @@ def fold_batch_norm(network: nn.Module) -> int:
     can be merged into the convolution's weights and bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``),
     so the network computes the same function with one pass over each feature map fewer. On CPU, where
     channels_last makes the convolutions faster but BatchNorm about 2x slower, it gives the inference
-    path back the part of the channels_last gain BatchNorm took. TorchScript's ``torch.jit.freeze``, ONNX Runtime and
-    TensorRT do the same when exporting; this does it for the eager network the bundles run.
+    path back the part of the channels_last gain BatchNorm took. TorchScript's ``torch.jit.freeze``,
+    ONNX Runtime and TensorRT do the same when exporting; this does it for the eager network the
+    bundles run.
 
     Folded are MONAI ``Convolution`` blocks (what :class:`UNetPlusPlus` and :class:`UNet3Plus` are built
     from) whose ``adn`` starts with a BatchNorm (the default ``"NDA"`` ordering: norm right after the
