@@ -382,7 +382,7 @@ def bundle_parts(name: str, device: torch.device, **overrides: Any) -> tuple[nn.
     """
     from monai.bundle import ConfigParser
 
-    from unet_monai.networks import fold_batch_norm
+    from unet_monai.bundle import fold_as_configured
 
     parser = ConfigParser()
     parser.read_config(str(ROOT / "bundles" / name / "configs" / "inference.json"))
@@ -396,8 +396,7 @@ def bundle_parts(name: str, device: torch.device, **overrides: Any) -> tuple[nn.
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     plain = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
-    if parser.get_parsed_content("fold_batch_norm") if "fold_batch_norm" in parser else False:
-        fold_batch_norm(network)
+    fold_as_configured(parser, network)
     return network, plain, parser.get_parsed_content("inferer")
 
 
@@ -608,7 +607,7 @@ def bundle_inference(configs: Path, device: torch.device, args: argparse.Namespa
     """Seconds for one volume through the bundle's inference network and inferer (AMP on CUDA)."""
     from monai.bundle import ConfigParser
 
-    from unet_monai.networks import fold_batch_norm
+    from unet_monai.bundle import fold_as_configured
 
     parser = ConfigParser()
     parser.read_config(str(configs / "inference.json"))
@@ -621,8 +620,7 @@ def bundle_inference(configs: Path, device: torch.device, args: argparse.Namespa
     if kind == "2d":  # the preprocessing resizes slices to spatial_size: done inside the inferer here
         parser["inferer"]["spatial_size"] = "@spatial_size"
     network = parser.get_parsed_content("network").eval()
-    if parser.get_parsed_content("fold_batch_norm") if "fold_batch_norm" in parser else False:
-        fold_batch_norm(network)  # what the bundle's FoldBatchNorm handler does after loading the weights
+    fold_as_configured(parser, network)  # what the bundle's FoldBatchNorm handler does after loading the weights
     inferer = parser.get_parsed_content("inferer")
     volume = _volume((32, 32, 16) if args.quick else GPU_VOLUME, device)
     amp = device.type == "cuda"

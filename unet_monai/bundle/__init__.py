@@ -1,4 +1,4 @@
-"""Components the bundles reference by ``_target_`` (root, datalists, metric helpers, compiling) and export."""
+"""Components the bundles reference by ``_target_`` (root, datalists, metric helpers, compiling, folding) and export."""
 
 from .compile import compile_network, is_compiled
 from .data import (
@@ -10,6 +10,7 @@ from .data import (
     training_datalist,
 )
 from .export import export_bundle
+from .fold import fold_as_configured
 from .metrics import ClassChannel, LossTerms, class_dice_metrics
 from .paths import bundle_root_of, resolve_bundle_root
 
@@ -23,6 +24,7 @@ __all__ = [
     "export_bundle",
     "find_images",
     "find_microscopy_images",
+    "fold_as_configured",
     "is_compiled",
     "microscopy_datalist",
     "microscopy_demo_dataset",

@@ -198,8 +198,7 @@ def load_bundle(
     """
     from monai.bundle import ConfigParser
 
-    from unet_monai.networks import fold_batch_norm
-    from unet_monai.utils.flags import as_bool
+    from unet_monai.bundle import fold_as_configured
     from unet_monai.utils.serialization import load_state_dict
 
     root = Path(path).expanduser()
@@ -231,7 +230,6 @@ def load_bundle(
         preprocessing = parser.get_parsed_content("preprocessing")
         inferer = parser.get_parsed_content("inferer")
         amp = bool(parser.get_parsed_content("amp")) if "amp" in parser else False
-        fold = "fold_batch_norm" in parser and as_bool(parser.get_parsed_content("fold_batch_norm"), "fold_batch_norm")
         if pt.is_file():
             network = parser.get_parsed_content("network" if "network" in parser else "network_def")
     except Exception as e:
@@ -244,8 +242,7 @@ def load_bundle(
         except (ValueError, FileNotFoundError) as e:
             raise BundleError(f"bundle {root}: {e} (pass the --override values the weights were trained with).") from e
         weights = pt
-        if fold:
-            fold_batch_norm(network.eval())  # as the bundle's FoldBatchNorm handler does for its own inference run
+        fold_as_configured(parser, network)
     else:
         try:
             network = torch.jit.load(str(ts), map_location=dev)
