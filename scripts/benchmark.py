@@ -563,6 +563,8 @@ def run_bundles(args, device, log) -> dict[str, Any]:
 
 def bundle_training(parser: Any, kind: str, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     """Samples per second and peak memory of the bundle's training iteration (its network, loss, optimizer)."""
+    from unet_monai.bundle import memory_format
+
     network = parser.get_parsed_content("network")
     loss_fn = parser.get_parsed_content("loss")
     optimizer = parser.get_parsed_content("optimizer")
@@ -574,8 +576,7 @@ def bundle_training(parser: Any, kind: str, device: torch.device, args: argparse
     g = torch.Generator().manual_seed(0)
     x = torch.rand((batch, channels, *spatial), generator=g).to(device)
     y = torch.randint(0, classes, (batch, 1, *spatial), generator=g).float().to(device)
-    if kind != "3d" and parser.get_parsed_content("channels_last"):
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=memory_format(parser.get_parsed_content("channels_last"), 3 if kind == "3d" else 2))
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     network.train()
@@ -1053,7 +1054,8 @@ its training step slower (instance norm and channel concatenations are slower in
 so measure before turning it on for CPU training.
 
 In the bundles: `amp` (`$torch.cuda.is_available()`: float16 autocast + gradient scaling on CUDA, off on
-CPU), `channels_last` (2D bundles, default true), `compile` (default false) and `deterministic` (default
+CPU), `channels_last` (2D bundles: default true; 3D bundles: true on CPU, false on CUDA, where it is not
+measured yet; read through `unet_monai.bundle.memory_format`), `compile` (default false) and `deterministic` (default
 false: `cudnn.benchmark=True`; the inference configs always set it) are config ids, overridable on the
 command line (`--compile true`).
 """,

@@ -25,6 +25,7 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from unet_monai.data import generate_dataset
+from unet_monai.handlers import WeightAveraging
 from unet_monai.inferers import AutocastInferer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -252,3 +253,41 @@ def test_cpu_bfloat16_is_wired_to_both_inferers_and_off_unless_asked(name, tmp_p
     assert enabled("train.json", str(on)) == [True, True]
     assert enabled("train.json", str(on), "evaluate.json") == [False, False]  # evaluation figures: float32
     assert enabled("train.json", cpu_bf16="true") == [True, True]  # as typed on the command line
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_weight_averaging_is_validated_and_evaluation_loads_plain_weights(name):
+    configs = REPO / "bundles" / name / "configs"
+
+    def parsed(*files: str, **overrides: object) -> tuple[torch.nn.Module, WeightAveraging, torch.nn.Module]:
+        """The network, the weight averaging and the network validation scores."""
+        parser = ConfigParser()
+        parser.read_config([str(configs / f) for f in files])
+        parser["device"] = "$torch.device('cpu')"
+        parser["features"] = [4, 8, 8, 16, 16]
+        for key, value in overrides.items():
+            parser[key] = value
+        network = parser.get_parsed_content("network")
+        averaging = parser.get_parsed_content("weight_averaging")
+        return network, averaging, parser.get_parsed_content("validate#evaluator#network")
+
+    network, averaging, _ = parsed("train.json")
+    assert averaging.averaged_network is None and averaging.evaluation_network is network  # off by default
+    network, averaging, _ = parsed("train.json", ema="true")
+    assert averaging.averaged_network is not None and averaging.evaluation_network is not network
+    network, _, scored = parsed("train.json", "evaluate.json", ema="true")
+    assert scored is network  # evaluation scores the weights CheckpointLoader loads, whatever training kept
+
+
+def test_weight_averaging_saves_the_average_as_the_model(dataset, tmp_path):
+    bundle = copy_bundle("liver_ct_unetplusplus_3d_segmentation", tmp_path)
+    monai_bundle(
+        "run", "training", "--config_file", str(bundle / "configs" / "train.json"), "--epochs", "1",
+        "--dataset_dir", str(dataset), "--val_fraction", "0.34", "--ema", "true", "--ema_momentum", "0.5",
+        *overrides("3d"), cwd=tmp_path,
+    )  # fmt: skip
+    model = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    checkpoint = torch.load(bundle / "models" / "checkpoint.pt", weights_only=True)
+    assert set(model) == set(checkpoint["averaged_network"])
+    assert all(torch.equal(model[k], checkpoint["averaged_network"][k]) for k in model)  # epoch 1 is the best
+    assert not all(torch.equal(model[k], checkpoint["network"][k]) for k in model)  # not the last weights

@@ -16,7 +16,7 @@ from ignite.engine import Engine, Events
 from monai.data import DataLoader, Dataset
 from monai.transforms import RandGaussianNoised
 
-from unet_monai.handlers import EpochSeeder, TrainingCheckpointer
+from unet_monai.handlers import EpochSeeder, TrainingCheckpointer, WeightAveraging
 
 NUM_SAMPLES = 10
 BATCH_SIZE = 2  # 5 iterations per epoch
@@ -35,6 +35,7 @@ class Run:
     scheduler: Any
     loader: DataLoader
     checkpointer: TrainingCheckpointer | None
+    averaging: WeightAveraging | None = None
     batches: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # epoch -> the batches it trained on
 
 
@@ -49,12 +50,15 @@ def make_run(
     num_samples: int = NUM_SAMPLES,
     kill_at_iteration: int | None = None,
     persistent_workers: bool = False,
+    ema_momentum: float | None = None,
+    checkpoint_average: bool = True,
 ) -> Run:
     """Build a fresh training run, as a new process would.
 
     ``construction_seed`` seeds everything built here (network initialisation, the DataLoader's one-off
     seeding of the transforms), standing for a process whose state differs from the interrupted one's;
-    ``seed=None`` leaves out the :class:`EpochSeeder`.
+    ``seed=None`` leaves out the :class:`EpochSeeder`; ``ema_momentum`` keeps a :class:`WeightAveraging` of the
+    weights, saved with the checkpoint unless ``checkpoint_average=False``.
     """
     torch.manual_seed(construction_seed)
     network = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
@@ -88,6 +92,9 @@ def make_run(
 
     if seed is not None:
         EpochSeeder(seed=seed).attach(trainer)
+    if ema_momentum is not None:
+        run.averaging = WeightAveraging(network, momentum=ema_momentum)
+        run.averaging.attach(trainer)
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _record(engine: Engine) -> None:
@@ -105,6 +112,7 @@ def make_run(
             optimizer,
             lr_scheduler=scheduler,
             evaluator=evaluator,
+            averaged_network=run.averaging.averaged_network if run.averaging and checkpoint_average else None,
             resume=resume,
             save_interval_iterations=save_interval_iterations,
         )

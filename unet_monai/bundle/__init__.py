@@ -1,4 +1,5 @@
-"""Components the bundles reference by ``_target_`` (root, datalists, metric helpers, compiling, folding) and export."""
+"""Components the bundles reference by ``_target_`` (root, datalists, metric helpers, memory format, compiling,
+folding) and export."""
 
 from .compile import compile_network, is_compiled
 from .data import (
@@ -11,6 +12,7 @@ from .data import (
 )
 from .export import export_bundle
 from .fold import fold_as_configured
+from .memory_format import memory_format
 from .metrics import ClassChannel, LossTerms, class_dice_metrics
 from .paths import bundle_root_of, resolve_bundle_root
 
@@ -26,6 +28,7 @@ __all__ = [
     "find_microscopy_images",
     "fold_as_configured",
     "is_compiled",
+    "memory_format",
     "microscopy_datalist",
     "microscopy_demo_dataset",
     "resolve_bundle_root",

@@ -1,9 +1,10 @@
 """Ignite handlers used by the bundles: checkpoints and resume, epoch seeding, learning curves, per-case metrics,
-precise BatchNorm statistics, BatchNorm folding for inference."""
+precise BatchNorm statistics, a moving average of the weights, BatchNorm folding for inference."""
 
 from .batch_norm import PreciseBatchNorm, recompute_batch_norm_stats
 from .checkpoint import BestModelSaver, TrainingCheckpointer
 from .distances import SurfaceDistanceHandler, voxel_spacing
+from .ema import WeightAveraging
 from .epoch import DatasetEpochSetter
 from .fold import FoldBatchNorm
 from .history import TrainingHistory, plot_learning_curves
@@ -22,6 +23,7 @@ __all__ = [
     "SurfaceDistanceHandler",
     "TrainingCheckpointer",
     "TrainingHistory",
+    "WeightAveraging",
     "case_name",
     "configure_determinism",
     "plot_learning_curves",

@@ -96,6 +96,9 @@ class TrainingCheckpointer:
         optimizer: its optimizer.
         lr_scheduler: an optional learning-rate scheduler.
         evaluator: the validation evaluator whose best metric is saved and restored.
+        averaged_network: the moving average of the weights kept by
+            :class:`~unet_monai.handlers.WeightAveraging` (its ``averaged_network``), saved and restored with the
+            rest; ``None`` (no average kept) leaves it out.
         resume: load the checkpoint (if present) when training starts.
         save_interval: save every this many epochs (the final epoch is always saved).
         save_interval_iterations: also save every this many iterations (0: only at epoch ends).
@@ -118,6 +121,7 @@ class TrainingCheckpointer:
         optimizer: torch.optim.Optimizer,
         lr_scheduler: Any | None = None,
         evaluator: Engine | None = None,
+        averaged_network: torch.nn.Module | None = None,
         resume: bool = False,
         save_interval: int = 1,
         save_interval_iterations: int = 0,
@@ -134,6 +138,7 @@ class TrainingCheckpointer:
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.evaluator = evaluator
+        self.averaged_network = averaged_network
         self.resume = as_bool(resume, "resume")
         self.save_interval = int(save_interval)
         self.save_interval_iterations = int(save_interval_iterations)
@@ -175,6 +180,8 @@ class TrainingCheckpointer:
         scaler = getattr(engine, "scaler", None)
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
+        if self.averaged_network is not None:
+            state["averaged_network"] = self.averaged_network.state_dict()
         if self.evaluator is not None:
             state["best_metric"] = float(self.evaluator.state.best_metric)
             state["best_metric_epoch"] = int(self.evaluator.state.best_metric_epoch)
@@ -239,6 +246,21 @@ class TrainingCheckpointer:
             unwrap_model(self.network).load_state_dict(ckpt["network"])
         except RuntimeError as e:
             raise ValueError(f"the network weights in {self.save_path} do not fit this network: {e}") from e
+        if self.averaged_network is not None:
+            if "averaged_network" not in ckpt:
+                logger.warning(
+                    "%s holds no moving average of the weights (saved without it): the average restarts from the "
+                    "resumed weights.",
+                    self.save_path,
+                )
+                self.averaged_network.load_state_dict(unwrap_model(self.network).state_dict())
+            else:
+                try:
+                    self.averaged_network.load_state_dict(ckpt["averaged_network"])
+                except RuntimeError as e:
+                    raise ValueError(
+                        f"the averaged network weights in {self.save_path} do not fit this network: {e}"
+                    ) from e
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError) as e:
