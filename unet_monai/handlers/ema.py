@@ -33,6 +33,15 @@ class WeightAveraging:
     swings; an average over the last ~``1 / momentum`` iterations smooths them (Polyak and Juditsky, SIAM J.
     Control Optim. 1992; the averaged weights of Tarvainen and Valpola, NeurIPS 2017). MONAI has no such
     handler; ignite's does the averaging, this class only adds the switch and the network to evaluate.
+    Measured once on the UNet++ 3D CPU demo (momentum 0.01): steadier validation Dice, but a lower final
+    liver Dice (0.835 against 0.851-0.900 without), so the bundles keep it off by default.
+
+    The average starts from the weights as they are when training starts (``STARTED``, a fresh run only), so
+    weights loaded at that event by handlers attached before it (a ``CheckpointLoader`` of pretrained
+    weights) are where it starts, not the initialization; a resumed run's average comes from the checkpoint.
+    Attach it after those handlers: the bundles append it to ``train#handlers`` in the trainer's
+    ``train_handlers`` expression, which keeps ``train#handlers`` a list of plain handler definitions (as MONAI's
+    ``check_properties`` and MONAI Label, which inserts a ``CheckpointLoader`` at its front, expect).
 
     Args:
         network: the trained network (a DDP wrapper is unwrapped; every rank keeps the same average).
@@ -47,13 +56,6 @@ class WeightAveraging:
 
     Raises:
         ValueError: ``momentum`` or ``warmup_momentum`` outside (0, 1), or a negative ``warmup_iterations``.
-
-    The average starts from the weights as they are when training starts (``STARTED``, a fresh run only), so
-    weights loaded at that event by handlers attached before it (a ``CheckpointLoader`` of pretrained
-    weights) are where it starts, not the initialization; a resumed run's average comes from the checkpoint.
-    Attach it after those handlers: the bundles append it to ``train#handlers`` in the trainer's
-    ``train_handlers`` expression, which keeps ``train#handlers`` a list of plain handler definitions (as MONAI's
-    ``check_properties`` and MONAI Label, which inserts a ``CheckpointLoader`` at its front, expect).
 
     Example (a bundle's ``train.json``)::
 
