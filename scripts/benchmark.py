@@ -1119,8 +1119,23 @@ high resolution, the kind channels_last speeds up on this CPU; UNet++'s many nar
 less. SliceStackInferer gathers whole contiguous planes (the volume is moved axial-axis-first once) and
 writes whole output planes; per slice it runs about 2% faster than SliceInferer on the same
 channels_last network (68.3 ms against 69.6 ms per 256x256 slice at widths 8..128, measured separately;
-the first against the third row of each table, before folding). The 1x1 output heads are the next cost
-on one thread (channels_last sends them to a slower kernel: 3.8 against 1.4 ms per slice).
+the first against the third row of each table, before folding).
+
+The UNet++ heads (2026-11-22, session 17): in eval mode with deep supervision the bundles' UNet++ returns the
+mean of its four 1x1 heads, and channels_last sent each narrow 1x1 convolution (8 -> 3 channels at these
+widths) to PyTorch's slow generic kernel: four of them plus the additions took 5.9 ms per 256x256 slice, one
+thread. The mean of linear heads is one 1x1 convolution of the four inputs concatenated, with the heads'
+weights concatenated and divided by four (`UNetPlusPlus._mean_head`): 1.7 ms, the same output to 3e-8. Its
+effect on the bundle's path, measured against the previous code in one interleaved run (3 rounds, same
+weights): 10.2 against 10.6 s per volume (medians) (1.53x against 1.48x SliceInferer's defaults), about 3%.
+Profile of what is left (per slice, channels_last, folded, 70 ms): the 3x3 convolutions 77% (the ones at
+256x256 with 8 output channels alone 44%: half an AVX-512 register wide), the merged head 2%, the
+concatenations 10% (in channels_last a concatenation along the channels interleaves every pixel: 2x the time
+of the default format's block copies), the transposed convolutions 6%, ReLU and pooling 3%. Neither
+TorchScript freezing nor `torch.jit.optimize_for_inference` helped (98 / 115 ms against 91 ms per slice:
+MKLDNN's blocked layouts do not pay at 8-128 channels). The 2D target is met in this run (per round 1.55x,
+1.64x, 1.51x), but the margin is within the run-to-run spread of this VM (the baseline alone has measured
+13.0-15.2 s per volume).
 """,
     "losses": """
 ## MS-SSIM loss against pytorch-msssim

@@ -274,13 +274,19 @@ def test_pruning_skips_work(level):
 
 
 @pytest.mark.parametrize("level", [1, 2, 3, 4])
-def test_accurate_and_fast_modes(level):
-    x = make_input(2)
-    accurate = small_net(2, deep_supervision=True, prune_level=level)
-    fast = small_net(2, deep_supervision=True, prune_level=level, deep_supervision_mode="fast")
+@pytest.mark.parametrize("spatial_dims, channels_last", [(2, False), (2, True), (3, True)])
+def test_accurate_and_fast_modes(level, spatial_dims, channels_last):
+    x = make_input(spatial_dims)
+    accurate = small_net(spatial_dims, deep_supervision=True, prune_level=level)
+    fast = small_net(spatial_dims, deep_supervision=True, prune_level=level, deep_supervision_mode="fast")
     fast.load_state_dict(accurate.state_dict())
     warm_batchnorm(accurate, x)
     warm_batchnorm(fast, x)
+    if channels_last:  # the accurate mean is one concatenated 1x1 conv: check it in the bundles' inference format
+        memory_format = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+        accurate.to(memory_format=memory_format)
+        fast.to(memory_format=memory_format)
+        x = x.contiguous(memory_format=memory_format)
     with torch.no_grad():
         heads = accurate.forward_heads(x, level)
         assert len(heads) == level

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from unet_monai.utils.flags import as_bool
+
 __all__ = ["BundleError", "FlipTTA", "LoadedBundle", "load_bundle", "parse_overrides", "resolve_device"]
 
 logger = logging.getLogger(__name__)
@@ -229,7 +231,7 @@ def load_bundle(
     try:
         preprocessing = parser.get_parsed_content("preprocessing")
         inferer = parser.get_parsed_content("inferer")
-        amp = bool(parser.get_parsed_content("amp")) if "amp" in parser else False
+        amp = as_bool(parser.get_parsed_content("amp"), "amp") if "amp" in parser else False
         if pt.is_file():
             network = parser.get_parsed_content("network" if "network" in parser else "network_def")
     except Exception as e:
