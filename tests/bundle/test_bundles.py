@@ -28,7 +28,8 @@ from unet_monai.data import generate_dataset
 from unet_monai.handlers import WeightAveraging
 from unet_monai.inferers import AutocastInferer
 
-REPO = Path(__file__).resolve().parents[2]
+from .common import REPO, cpu_parser
+
 SCHEMA = REPO / "bundles" / "schema" / "meta_schema_20240725.json"
 SCHEMA_MD5 = "06954cad2cc5d3784e72077ac76f0fc8"
 BUNDLES = {
@@ -234,14 +235,8 @@ def test_multi_gpu_train_with_two_gloo_processes(name, dataset, tmp_path):
 
 @pytest.mark.parametrize("name", BUNDLES)
 def test_cpu_bfloat16_is_wired_to_both_inferers_and_off_unless_asked(name, tmp_path):
-    configs = REPO / "bundles" / name / "configs"
-
     def enabled(*files: str, **overrides: object) -> list[bool]:
-        parser = ConfigParser()
-        parser.read_config([str(configs / f) for f in files])  # an absolute name stays as it is
-        parser["device"] = "$torch.device('cpu')"
-        for key, value in overrides.items():  # as the command line sets them
-            parser[key] = value
+        parser = cpu_parser(name, *files, **overrides)
         inferers = [parser.get_parsed_content(f"{part}#inferer") for part in ("train", "validate")]
         assert all(isinstance(i, AutocastInferer) and i.device_type == "cpu" for i in inferers)
         return [i.enabled for i in inferers]
@@ -257,16 +252,9 @@ def test_cpu_bfloat16_is_wired_to_both_inferers_and_off_unless_asked(name, tmp_p
 
 @pytest.mark.parametrize("name", BUNDLES)
 def test_weight_averaging_is_validated_and_evaluation_loads_plain_weights(name):
-    configs = REPO / "bundles" / name / "configs"
-
     def parsed(*files: str, **overrides: object) -> tuple[torch.nn.Module, WeightAveraging, torch.nn.Module]:
         """The network, the weight averaging and the network validation scores."""
-        parser = ConfigParser()
-        parser.read_config([str(configs / f) for f in files])
-        parser["device"] = "$torch.device('cpu')"
-        parser["features"] = [4, 8, 8, 16, 16]
-        for key, value in overrides.items():
-            parser[key] = value
+        parser = cpu_parser(name, *files, features=[4, 8, 8, 16, 16], **overrides)
         network = parser.get_parsed_content("network")
         averaging = parser.get_parsed_content("weight_averaging")
         return network, averaging, parser.get_parsed_content("validate#evaluator#network")

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 from monai.bundle import ConfigParser
 
-REPO = Path(__file__).resolve().parents[2]
+from .common import REPO, cpu_parser
+
 BUNDLES = sorted(p for p in (REPO / "bundles").iterdir() if (p / "configs" / "train.json").is_file())
 FLAG_READ = re.compile(r"as_bool\(@(\w+), '(\w+)'\)")
 
@@ -46,16 +46,8 @@ FLAG_READS = _flag_reads()
 
 
 def _parser(bundle: str, config: str, **overrides: Any) -> ConfigParser:
-    configs = REPO / "bundles" / bundle / "configs"
-    files = [configs / config]
-    if config not in ("train.json", "inference.json"):  # evaluate / multi-GPU / demo configs extend train.json
-        files.insert(0, configs / "train.json")
-    parser = ConfigParser()
-    parser.read_config([str(f) for f in files])
-    parser["device"] = "$torch.device('cpu')"
-    for key, value in overrides.items():
-        parser[key] = value
-    return parser
+    extends_train = config not in ("train.json", "inference.json")  # evaluate / multi-GPU / demo configs
+    return cpu_parser(bundle, *(["train.json"] if extends_train else []), config, **overrides)
 
 
 def test_the_flags_that_need_it_are_read_through_as_bool():

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from monai.bundle import ConfigParser
 
 from unet_monai.bundle import memory_format
 
-REPO = Path(__file__).resolve().parents[2]
+from .common import cpu_parser
 
 
 @pytest.mark.parametrize(
@@ -39,13 +36,7 @@ def test_bad_arguments_name_the_problem(channels_last, spatial_dims, match):
 @pytest.mark.parametrize("config", ["train.json", "inference.json"])
 def test_3d_bundles_store_the_network_channels_last_on_cpu_unless_switched_off(name, config):
     def first_conv_weight(**overrides: object) -> torch.Tensor:
-        parser = ConfigParser()
-        parser.read_config(str(REPO / "bundles" / name / "configs" / config))
-        parser["device"] = "$torch.device('cpu')"
-        parser["features"] = [4, 8, 8, 16, 16]
-        for key, value in overrides.items():
-            parser[key] = value
-        network = parser.get_parsed_content("network")
+        network = cpu_parser(name, config, features=[4, 8, 8, 16, 16], **overrides).get_parsed_content("network")
         # the first conv has one input channel, a layout both formats share: take one with more
         return next(m.weight for m in network.modules() if isinstance(m, torch.nn.Conv3d) and m.in_channels > 1)
 

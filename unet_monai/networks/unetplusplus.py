@@ -370,14 +370,16 @@ class UNetPlusPlus(nn.Module):
         computes the mean 3.4x faster (1.7 against 5.9 ms per 256x256 slice at width 8, one thread).
         """
         weights: list[torch.Tensor] = []
-        biases: list[torch.Tensor] = []  # the heads are always built with a bias
+        biases: list[torch.Tensor] = []
         for k, side_head in enumerate(self.side_heads):
-            bias = side_head.bias
-            if k + 1 <= level and bias is not None:
+            if k + 1 <= level:
+                bias = side_head.bias
+                assert bias is not None  # the heads are always built with one (refines Optional for TorchScript)
                 weights.append(side_head.weight)
                 biases.append(bias)
-        bias = self.head.bias
-        if level == 4 and bias is not None:
+        if level == 4:
+            bias = self.head.bias
+            assert bias is not None
             weights.append(self.head.weight)
             biases.append(bias)
         features = torch.cat(top[1 : level + 1], dim=1)
