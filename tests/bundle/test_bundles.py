@@ -122,6 +122,15 @@ def test_train_evaluate_infer_export(name, dataset, tmp_path):
     saved = nib.load(bundle / "eval" / "predictions" / f"{case['case']}_seg.nii.gz")
     assert saved.shape == nib.load(case["image"]).shape
 
+    # evaluation on a folder of held-out cases (--test_dir): every case in it, written where asked
+    held_out = tmp_path / "eval_test"
+    monai_bundle(
+        "run", "evaluating", "--config_file", "['configs/train.json','configs/evaluate.json']",
+        *data_args, *overrides(kind), "--test_dir", str(dataset), "--output_dir", str(held_out), cwd=bundle,
+    )  # fmt: skip
+    with open(held_out / "metrics_per_case.csv") as f:
+        assert [r["case"] for r in csv.DictReader(f)] == ["volume-0", "volume-1", "volume-2"]
+
     # inference on the dataset folder: its volumes, not its segmentations
     out = tmp_path / "predictions"
     monai_bundle(

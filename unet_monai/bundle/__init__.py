@@ -4,6 +4,7 @@ folding) and export."""
 from .compile import compile_network, is_compiled
 from .data import (
     demo_dataset,
+    evaluation_cases,
     find_images,
     find_microscopy_images,
     microscopy_datalist,
@@ -23,6 +24,7 @@ __all__ = [
     "class_dice_metrics",
     "compile_network",
     "demo_dataset",
+    "evaluation_cases",
     "export_bundle",
     "find_images",
     "find_microscopy_images",

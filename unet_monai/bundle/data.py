@@ -16,6 +16,7 @@ from unet_monai.data.synthetic import generate_dataset
 
 __all__ = [
     "demo_dataset",
+    "evaluation_cases",
     "find_images",
     "find_microscopy_images",
     "microscopy_datalist",
@@ -131,6 +132,40 @@ def training_datalist(
     return prepare_datalist(
         dataset_dir, output_json, val_fraction=val_fraction, seed=seed, fold=fold, num_folds=num_folds
     )
+
+
+def evaluation_cases(
+    datalist: dict[str, list[dict[str, Any]]], test_dir: str | os.PathLike | None = None
+) -> list[dict[str, Any]]:
+    """The cases ``evaluate.json`` scores: every labelled case of ``test_dir``, or else the validation split.
+
+    The validation split also chose the best epoch during training, so its figures lean optimistic (and
+    with a handful of cases they are noisy); a folder of held-out cases the run never saw gives an unbiased
+    estimate. ``--test_dir`` in the LiTS bundles' ``evaluate.json`` points here.
+
+    Args:
+        datalist: the training datalist (``{"training": [...], "validation": [...]}``).
+        test_dir: a LiTS 2017 or MSD Task03_Liver folder of labelled cases; empty or ``None`` for the
+            validation split.
+
+    Returns:
+        the records to evaluate, ``{"image", "label", ...}`` each.
+
+    Raises:
+        FileNotFoundError, ValueError: ``test_dir`` does not exist, holds no case, or an image has no label
+            (from :func:`~unet_monai.data.lits.find_cases`, with the folder or file named).
+
+    Example::
+
+        python -m monai.bundle run evaluating --config_file "['configs/train.json','configs/evaluate.json']" \
+            --test_dir /data/lits_test
+    """
+    if test_dir in (None, "", "None"):
+        return list(datalist["validation"])
+    try:
+        return find_cases(test_dir, require_labels=True)
+    except (FileNotFoundError, ValueError) as err:
+        raise type(err)(f"test_dir: {err}") from err
 
 
 def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict[str, str]]:

@@ -1,0 +1,61 @@
+"""Datalists of the bundles: which cases ``evaluate.json`` scores."""
+
+from __future__ import annotations
+
+import pytest
+
+from unet_monai.bundle import evaluation_cases
+from unet_monai.data import generate_dataset
+
+from .common import cpu_parser
+
+LITS_BUNDLES = [
+    "liver_ct_unet3plus_2d_segmentation",
+    "liver_ct_unetplusplus_2d_segmentation",
+    "liver_ct_unet3plus_3d_segmentation",
+    "liver_ct_unetplusplus_3d_segmentation",
+]
+SPLIT = {
+    "training": [{"image": "a.nii.gz", "label": "sa.nii.gz"}],
+    "validation": [{"image": "b.nii.gz", "label": "sb.nii.gz"}],
+}
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    root = tmp_path_factory.mktemp("held_out")
+    generate_dataset(root, num_cases=2, seed=5, size=32, slices=8)
+    return root
+
+
+@pytest.mark.parametrize("test_dir", ["", None, "None"])
+def test_without_a_test_folder_the_validation_split_is_evaluated(test_dir):
+    assert evaluation_cases(SPLIT, test_dir) == SPLIT["validation"]
+
+
+def test_a_test_folder_gives_all_its_labelled_cases(held_out):
+    cases = evaluation_cases(SPLIT, held_out)
+    assert [c["case"] for c in cases] == ["volume-0", "volume-1"]
+    assert all(c["label"].endswith(f"segmentation-{i}.nii.gz") for i, c in enumerate(cases))
+
+
+def test_a_missing_test_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"test_dir: .*nowhere.* does not exist"):
+        evaluation_cases(SPLIT, tmp_path / "nowhere")
+
+
+def test_a_test_folder_with_an_unlabelled_image_is_refused(held_out, tmp_path):
+    for name in ("volume-0.nii.gz", "volume-1.nii.gz", "segmentation-0.nii.gz"):
+        (tmp_path / name).write_bytes((held_out / name).read_bytes())
+    with pytest.raises((FileNotFoundError, ValueError), match=r"test_dir: .*volume-1"):
+        evaluation_cases(SPLIT, tmp_path)
+
+
+@pytest.mark.parametrize("bundle", LITS_BUNDLES)
+def test_evaluate_config_reads_test_dir(bundle, held_out, tmp_path):
+    parser = cpu_parser(bundle, "train.json", "evaluate.json", test_dir=str(held_out), output_dir=str(tmp_path))
+    parser["datalist"] = SPLIT
+    assert [c["case"] for c in parser.get_parsed_content("validate#dataset#data")] == ["volume-0", "volume-1"]
+    parser["test_dir"] = ""
+    parser.parse()
+    assert parser.get_parsed_content("validate#dataset#data") == SPLIT["validation"]
