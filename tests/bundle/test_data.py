@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from unet_monai.bundle import evaluation_cases
@@ -37,6 +39,16 @@ def test_a_test_folder_gives_all_its_labelled_cases(held_out):
     cases = evaluation_cases(SPLIT, held_out)
     assert [c["case"] for c in cases] == ["volume-0", "volume-1"]
     assert all(c["label"].endswith(f"segmentation-{i}.nii.gz") for i, c in enumerate(cases))
+
+
+def test_training_cases_in_the_test_folder_are_named_in_a_warning(held_out, caplog):
+    split = {"training": [{"image": str(held_out / "volume-1.nii.gz")}], "validation": []}
+    with caplog.at_level(logging.WARNING, logger="unet_monai.bundle.data"):
+        assert len(evaluation_cases(split, held_out)) == 2
+    assert "holds 1 of the training cases (volume-1)" in caplog.text
+    caplog.clear()
+    evaluation_cases(SPLIT, held_out)
+    assert caplog.text == ""
 
 
 def test_a_missing_test_folder_is_named(tmp_path):

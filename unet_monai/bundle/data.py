@@ -153,7 +153,8 @@ def evaluation_cases(
 
     Raises:
         FileNotFoundError, ValueError: ``test_dir`` does not exist, holds no case, or an image has no label
-            (from :func:`~unet_monai.data.lits.find_cases`, with the folder or file named).
+            (from :func:`~unet_monai.data.lits.find_cases`, with the folder or file named). Training cases
+            in ``test_dir`` only log a warning that names them.
 
     Example::
 
@@ -163,9 +164,17 @@ def evaluation_cases(
     if test_dir in (None, "", "None"):
         return list(datalist["validation"])
     try:
-        return find_cases(test_dir, require_labels=True)
+        cases = find_cases(test_dir, require_labels=True)
     except (FileNotFoundError, ValueError) as err:
         raise type(err)(f"test_dir: {err}") from err
+    trained_on = {os.path.realpath(case["image"]) for case in datalist.get("training", [])}
+    seen = [case.get("case", case["image"]) for case in cases if os.path.realpath(case["image"]) in trained_on]
+    if seen:
+        logger.warning(
+            "test_dir %s holds %d of the training cases (%s): their figures are not held-out.",
+            test_dir, len(seen), ", ".join(seen[:5]) + (" ..." if len(seen) > 5 else ""),
+        )  # fmt: skip
+    return cases
 
 
 def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict[str, str]]:
