@@ -41,10 +41,22 @@ def test_a_test_folder_gives_all_its_labelled_cases(held_out):
     assert all(c["label"].endswith(f"segmentation-{i}.nii.gz") for i, c in enumerate(cases))
 
 
-def test_training_cases_in_the_test_folder_are_named_in_a_warning(held_out, caplog):
+@pytest.fixture
+def data_log(caplog, monkeypatch):
+    """The module's log records, caught on its own logger: earlier tests in the same worker may have left the
+    package logger not propagating or the logger disabled (logging configuration by the tools they run)."""
+    logger = logging.getLogger("unet_monai.bundle.data")
+    monkeypatch.setattr(logger, "disabled", False)
+    monkeypatch.setattr(logger, "level", logging.WARNING)
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def test_training_cases_in_the_test_folder_are_named_in_a_warning(held_out, data_log):
+    caplog = data_log
     split = {"training": [{"image": str(held_out / "volume-1.nii.gz")}], "validation": []}
-    with caplog.at_level(logging.WARNING, logger="unet_monai.bundle.data"):
-        assert len(evaluation_cases(split, held_out)) == 2
+    assert len(evaluation_cases(split, held_out)) == 2
     assert "holds 1 of the training cases (volume-1)" in caplog.text
     caplog.clear()
     evaluation_cases(SPLIT, held_out)
