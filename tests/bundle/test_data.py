@@ -60,7 +60,7 @@ def test_training_cases_in_the_test_folder_are_named_in_a_warning(held_out, data
     assert "holds 1 of the training cases (volume-1)" in caplog.text
     caplog.clear()
     evaluation_cases(SPLIT, held_out)
-    assert caplog.text == ""
+    assert not [r for r in caplog.records if r.name == "unet_monai.bundle.data"]  # other modules may log INFO
 
 
 def test_a_missing_test_folder_is_named(tmp_path):
