@@ -59,10 +59,8 @@ def held_out_cases(demo_dir: Path, out_dir: Path, num_cases: int, seed: int) -> 
     arguments = json.loads(record.read_text())["arguments"]
     if int(arguments["seed"]) == seed:
         raise ValueError(f"--test-seed {seed} is the demo data's own seed: the held-out cases would be training cases.")
-    keep = ("spacing_xy", "thickness", "orientations", "layout", "ext", "max_tumours")
-    kwargs = {key: arguments[key] for key in keep if key in arguments}
-    kwargs.update(size=[int(v) for v in arguments["size"]], slices=[int(v) for v in arguments["slices"]])
-    generate_dataset(out_dir, num_cases=num_cases, seed=seed, **kwargs)
+    # the recorded arguments are generate_dataset's own (its ranges as it stores them): replay them
+    generate_dataset(out_dir, **{**arguments, "num_cases": num_cases, "seed": seed, "start_index": 0})
     return out_dir
 
 

@@ -48,6 +48,11 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _not_given(folder: str | os.PathLike | None) -> bool:
+    """A folder argument left unset: ``None``, or ``""`` / ``"None"`` as a bundle config or command line gives it."""
+    return folder in (None, "", "None")
+
+
 def _as_range(value: int | Sequence[int]) -> list[float]:
     """``160`` and ``(160, 160)`` alike as ``[160.0, 160.0]``, to compare generation arguments."""
     values = [value, value] if isinstance(value, (int, float)) else list(value)
@@ -127,7 +132,7 @@ def training_datalist(
     Task03_Liver layout. Cases are split by case id, deterministically for a ``seed`` (or as fold
     ``fold`` of ``num_folds``), and the split is saved to ``output_json`` so a run can be reproduced.
     """
-    if dataset_dir in (None, "", "None"):
+    if _not_given(dataset_dir):
         dataset_dir = demo_dataset(demo_dir, num_cases=demo_cases, seed=seed, size=demo_size, slices=demo_slices)
     return prepare_datalist(
         dataset_dir, output_json, val_fraction=val_fraction, seed=seed, fold=fold, num_folds=num_folds
@@ -161,7 +166,7 @@ def evaluation_cases(
         python -m monai.bundle run evaluating --config_file "['configs/train.json','configs/evaluate.json']" \
             --test_dir /data/lits_test
     """
-    if test_dir in (None, "", "None"):
+    if _not_given(test_dir):
         return list(datalist["validation"])
     try:
         cases = find_cases(test_dir, require_labels=True)
@@ -250,7 +255,7 @@ def microscopy_datalist(
     """
     from unet_monai.data.microscopy import prepare_microscopy_datalist
 
-    if dataset_dir in (None, "", "None"):
+    if _not_given(dataset_dir):
         dataset_dir = microscopy_demo_dataset(demo_dir, num_images=demo_images, seed=seed, size=demo_size)
     return prepare_microscopy_datalist(
         dataset_dir, output_json, val_fraction=val_fraction, seed=seed, fold=fold, num_folds=num_folds
