@@ -242,6 +242,20 @@ def test_multi_gpu_train_with_two_gloo_processes(name, dataset, tmp_path):
     assert [r["epoch"] for r in history["train"]] == [1]  # written once, by rank 0
 
 
+@pytest.mark.parametrize("name", [name for name, kind in BUNDLES.items() if kind == "3d"])
+def test_3d_patches_are_drawn_per_class_on_request(name):
+    def croppers(**overrides: object) -> list[str]:
+        chain = cpu_parser(name, "train.json", **overrides).get_parsed_content("train#preprocessing").transforms
+        return [type(t).__name__ for t in chain if type(t).__name__.startswith("RandCropBy")]
+
+    assert croppers() == ["RandCropByPosNegLabeld"]
+    assert croppers(class_ratios=[1, 1, 1]) == ["RandCropByLabelClassesd"]  # --class_ratios "[1,1,1]"
+    for bad in ([1, 1], "1 1 1"):
+        with pytest.raises(RuntimeError) as info:
+            croppers(class_ratios=bad)
+        assert "class_ratios must hold 3 numbers" in str(info.value.__cause__)
+
+
 @pytest.mark.parametrize("name", BUNDLES)
 def test_cpu_bfloat16_is_wired_to_both_inferers_and_off_unless_asked(name, tmp_path):
     def enabled(*files: str, **overrides: object) -> list[bool]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
 from unet_monai.bundle import evaluation_cases
 from unet_monai.data import generate_dataset
+from unet_monai.data.synthetic_microscopy import generate_dataset as generate_darkfield_dataset
 
 from .common import cpu_parser
 
@@ -83,3 +85,35 @@ def test_evaluate_config_reads_test_dir(bundle, held_out, tmp_path):
     parser["test_dir"] = ""
     parser.parse()
     assert parser.get_parsed_content("validate#dataset#data") == SPLIT["validation"]
+
+
+def test_an_unknown_layout_is_named():
+    with pytest.raises(ValueError, match=r"layout must be one of \['lits', 'microscopy'\], got 'nifti'"):
+        evaluation_cases(SPLIT, "", layout="nifti")
+
+
+@pytest.fixture(scope="module")
+def held_out_images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("held_out_images")
+    generate_darkfield_dataset(root, num_images=2, seed=5, size=64)
+    return root
+
+
+def test_microscopy_evaluate_config_reads_test_dir(held_out_images, tmp_path):
+    bundle = "darkfield_microscopy_unetplusplus_segmentation"
+    parser = cpu_parser(bundle, "train.json", "evaluate.json", test_dir=str(held_out_images), output_dir=str(tmp_path))
+    parser["datalist"] = SPLIT
+    cases = parser.get_parsed_content("validate#dataset#data")
+    assert [Path(c["image"]).parent for c in cases] == [held_out_images / "images"] * 2
+    assert all("label" in c for c in cases)
+    parser["test_dir"] = ""
+    parser.parse()
+    assert parser.get_parsed_content("validate#dataset#data") == SPLIT["validation"]
+
+
+def test_a_microscopy_test_folder_without_masks_is_refused(held_out_images, tmp_path):
+    (tmp_path / "images").mkdir()
+    for image in (held_out_images / "images").iterdir():
+        (tmp_path / "images" / image.name).write_bytes(image.read_bytes())
+    with pytest.raises(ValueError, match=r"test_dir: .*has no masks/ folder"):
+        evaluation_cases(SPLIT, tmp_path, layout="microscopy")

@@ -86,6 +86,39 @@ def test_3d_positive_patches_contain_liver(cases):
 
 
 @pytest.mark.parametrize("index", [0, 1])
+def test_3d_class_ratios_centre_patches_on_the_chosen_class(cases, index):
+    """Tumour is 0.6-6% of the foreground here: pos:neg almost never centres a patch on it, class_ratios does."""
+    t = lits_3d_transforms("train", num_samples=6, class_ratios=(0, 0, 1), affine_prob=0, flip_prob=0, **SMALL_3D)
+    t.set_random_state(0)
+    patches = t(cases[index])
+    assert all(float(p["label"].max()) == 2 for p in patches)
+    batch = list_data_collate([patches])  # the cached class indices are not carried into the patches
+    assert batch["image"].shape == (6, 1, 24, 24, 8) and not any("indices" in k for k in batch)
+
+
+def test_3d_class_ratios_with_merged_tumour_take_two_classes(cases):
+    t = lits_3d_transforms("train", num_samples=4, class_ratios=(1, 0), merge_tumour=True, **SMALL_3D)
+    t.set_random_state(0)
+    assert {float(p["label"].max()) for p in t(cases[0])} <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"class_ratios": (1, 1)},
+        {"class_ratios": (1, -1, 1)},
+        {"class_ratios": (0, 0, 0)},
+        {"class_ratios": "1,1,1"},
+        {"class_ratios": (1, "a", 1)},
+        {"class_ratios": (1, 1, 1), "merge_tumour": True},
+    ],
+)
+def test_3d_bad_class_ratios_are_named(kwargs):
+    with pytest.raises(ValueError, match=r"class_ratios must hold [23] numbers >= 0"):
+        lits_3d_transforms("train", **kwargs)
+
+
+@pytest.mark.parametrize("index", [0, 1])
 def test_3d_val_is_ras_resampled_windowed_and_cropped(cases, index):
     out = lits_3d_transforms("val", spacing=(1.5, 1.5, 3.0))(cases[index])
     img, lbl = out["image"], out["label"]

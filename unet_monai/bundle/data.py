@@ -140,36 +140,47 @@ def training_datalist(
 
 
 def evaluation_cases(
-    datalist: dict[str, list[dict[str, Any]]], test_dir: str | os.PathLike | None = None
+    datalist: dict[str, list[dict[str, Any]]],
+    test_dir: str | os.PathLike | None = None,
+    layout: str = "lits",
 ) -> list[dict[str, Any]]:
     """The cases ``evaluate.json`` scores: every labelled case of ``test_dir``, or else the validation split.
 
     The validation split also chose the best epoch during training, so its figures lean optimistic (and
     with a handful of cases they are noisy); a folder of held-out cases the run never saw gives an unbiased
-    estimate. ``--test_dir`` in the LiTS bundles' ``evaluate.json`` points here.
+    estimate. ``--test_dir`` in the bundles' ``evaluate.json`` points here.
 
     Args:
         datalist: the training datalist (``{"training": [...], "validation": [...]}``).
-        test_dir: a LiTS 2017 or MSD Task03_Liver folder of labelled cases; empty or ``None`` for the
-            validation split.
+        test_dir: a folder of labelled cases; empty or ``None`` for the validation split.
+        layout: how ``test_dir`` is laid out: ``"lits"`` (a LiTS 2017 or MSD Task03_Liver folder,
+            :func:`~unet_monai.data.lits.find_cases`) or ``"microscopy"`` (``images/`` + ``masks/``,
+            :func:`~unet_monai.data.microscopy.find_image_pairs`).
 
     Returns:
         the records to evaluate, ``{"image", "label", ...}`` each.
 
     Raises:
         FileNotFoundError, ValueError: ``test_dir`` does not exist, holds no case, or an image has no label
-            (from :func:`~unet_monai.data.lits.find_cases`, with the folder or file named). Training cases
-            in ``test_dir`` only log a warning that names them.
+            (from the layout's finder, with the folder or file named, prefixed ``test_dir:``); an unknown
+            ``layout``. Training cases in ``test_dir`` only log a warning that names them.
 
     Example::
 
         python -m monai.bundle run evaluating --config_file "['configs/train.json','configs/evaluate.json']" \
             --test_dir /data/lits_test
+        evaluation_cases(datalist, "/data/darkfield_test", layout="microscopy")
     """
+    finders: dict[str, Callable[[str | os.PathLike], list[dict[str, Any]]]] = {
+        "lits": lambda folder: find_cases(folder, require_labels=True),
+        "microscopy": _microscopy_pairs,
+    }
+    if layout not in finders:
+        raise ValueError(f"layout must be one of {sorted(finders)}, got {layout!r}.")
     if _not_given(test_dir):
         return list(datalist["validation"])
     try:
-        cases = find_cases(test_dir, require_labels=True)
+        cases = finders[layout](test_dir)
     except (FileNotFoundError, ValueError) as err:
         raise type(err)(f"test_dir: {err}") from err
     trained_on = {os.path.realpath(case["image"]) for case in datalist.get("training", [])}
@@ -180,6 +191,12 @@ def evaluation_cases(
             test_dir, len(seen), ", ".join(seen[:5]) + (" ..." if len(seen) > 5 else ""),
         )  # fmt: skip
     return cases
+
+
+def _microscopy_pairs(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    from unet_monai.data.microscopy import find_image_pairs
+
+    return find_image_pairs(folder, require_masks=True)
 
 
 def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict[str, str]]:

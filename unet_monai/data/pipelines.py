@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from monai.transforms import (
+    ClassesToIndicesd,
     Compose,
     CropForegroundd,
     EnsureChannelFirstd,
@@ -36,6 +37,7 @@ from monai.transforms import (
     MapLabelValued,
     Orientationd,
     RandAffined,
+    RandCropByLabelClassesd,
     RandCropByPosNegLabeld,
     RandFlipd,
     RandGaussianNoised,
@@ -97,6 +99,7 @@ def lits_3d_transforms(
     pos: float = 1.0,
     neg: float = 1.0,
     num_samples: int = 4,
+    class_ratios: Sequence[float] | None = None,
     merge_tumour: bool = False,
     crop_foreground: bool = True,
     crop_margin: int = 8,
@@ -121,7 +124,8 @@ def lits_3d_transforms(
     ScaleIntensityRanged (``hu_window`` -> [0, 1], clipped), CropForegroundd (the body: voxels above the window's lower
     bound, plus ``crop_margin``). ``"train"`` adds SpatialPadd to ``patch_size``,
     RandCropByPosNegLabeld (``num_samples`` patches per volume centred on foreground/background in
-    the ratio ``pos:neg``; background centres inside the body), random flips on each axis, a random
+    the ratio ``pos:neg``; background centres inside the body) or, with ``class_ratios``,
+    ClassesToIndicesd (cached) + RandCropByLabelClassesd (centres drawn per class), random flips on each axis, a random
     affine (rotation up to ``rotate_range`` rad about each axis, scaling by ``1 +/- scale_range``),
     random intensity scaling and shifting. A ``CacheDataset`` caches everything before the random crop.
 
@@ -139,6 +143,11 @@ def lits_3d_transforms(
         patch_size: training patch size in voxels.
         pos, neg: foreground : background ratio of patch centres.
         num_samples: patches drawn per loaded volume.
+        class_ratios: ratio of patch centres per label class (background inside the body, liver[, tumour]),
+            e.g. ``(1, 1, 1)``: a third of the patches centred on tumour, which a 50 : 50 ``pos:neg`` draw
+            almost never does (tumour is about 3% of the foreground). A class absent from a volume gets
+            no centre there. One value per class: 3, or 2 with ``merge_tumour``. ``None`` (default):
+            ``pos:neg``.
         merge_tumour: map tumour (2) to liver (1).
         crop_foreground: crop to the body's bounding box.
         crop_margin: margin around the body in voxels.
@@ -186,18 +195,11 @@ def lits_3d_transforms(
         chain.append(CropForegroundd(keys, source_key=image_key, margin=int(crop_margin), allow_smaller=True))
     if mode == "train":
         patch = tuple(int(p) for p in patch_size)
+        chain.append(SpatialPadd(keys, spatial_size=patch))
+        chain += _patch_sampling(
+            keys, image_key, label_key, patch, pos, neg, int(num_samples), class_ratios, merge_tumour
+        )
         chain += [
-            SpatialPadd(keys, spatial_size=patch),
-            RandCropByPosNegLabeld(
-                keys,
-                label_key=label_key,
-                spatial_size=patch,
-                pos=pos,
-                neg=neg,
-                num_samples=int(num_samples),
-                image_key=image_key,
-                image_threshold=0.0,
-            ),
             RandFlipd(keys, prob=flip_prob, spatial_axis=0),
             RandFlipd(keys, prob=flip_prob, spatial_axis=1),
             RandFlipd(keys, prob=flip_prob, spatial_axis=2),
@@ -216,6 +218,47 @@ def lits_3d_transforms(
         ]
     chain.append(EnsureTyped(keys, dtype=torch.float32, track_meta=True))
     return Compose(chain)
+
+
+def _patch_sampling(
+    keys: list[str],
+    image_key: str,
+    label_key: str,
+    patch: tuple[int, ...],
+    pos: float,
+    neg: float,
+    num_samples: int,
+    class_ratios: Sequence[float] | None,
+    merge_tumour: bool,
+) -> list:
+    """The random patch crop: foreground/background centres (``pos:neg``) or centres per class (``class_ratios``)."""
+    # background centres inside the body (image above the window's lower bound) in both samplers
+    crop = {"spatial_size": patch, "num_samples": num_samples, "image_key": image_key, "image_threshold": 0.0}
+    if class_ratios is None:
+        return [RandCropByPosNegLabeld(keys, label_key=label_key, pos=pos, neg=neg, **crop)]
+    classes = 2 if merge_tumour else 3
+    try:
+        ratios = [float(r) for r in class_ratios] if not isinstance(class_ratios, str) else []
+    except (TypeError, ValueError):
+        ratios = []
+    if len(ratios) != classes or any(not r >= 0 for r in ratios) or sum(ratios) <= 0:
+        raise ValueError(
+            f"class_ratios must hold {classes} numbers >= 0, not all 0 (background, liver"
+            f"{'' if merge_tumour else ', tumour'}), got {class_ratios!r}."
+        )
+    return [
+        # cached by CacheDataset: the class indices of each volume are found once, not per draw
+        ClassesToIndicesd(label_key, num_classes=classes, indices_postfix="_cls_indices", image_key=image_key),
+        RandCropByLabelClassesd(
+            keys,
+            label_key=label_key,
+            ratios=ratios,
+            num_classes=classes,
+            indices_key=f"{label_key}_cls_indices",
+            warn=False,
+            **crop,
+        ),
+    ]
 
 
 def lits_2d_preprocessing(
