@@ -253,7 +253,22 @@ def test_3d_patches_are_drawn_per_class_on_request(name):
     for bad in ([1, 1], "1 1 1"):
         with pytest.raises(RuntimeError) as info:
             croppers(class_ratios=bad)
-        assert "class_ratios must hold 3 numbers" in str(info.value.__cause__)
+        assert "class_ratios must hold 3 finite numbers" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize("name", [name for name, kind in BUNDLES.items() if kind == "3d"])
+def test_3d_overlap_losses_score_the_tumour_over_the_batch_of_patches(name):
+    """Per patch, Dice/IoU against the empty tumour masks of most patches suppress the tumour."""
+    parser = cpu_parser(name, "train.json")
+    if parser["loss"]["_target_"].endswith("HybridLoss"):
+        loss = parser.get_parsed_content("loss")
+        assert loss.iou.batch and loss.lambda_ms_ssim == 1.0  # GPU default: the full hybrid loss
+        # the paper's per-image loss stays one override away
+        assert not cpu_parser(name, "train.json", **{"loss#batch": False}).get_parsed_content("loss").iou.batch
+        # the CPU demo's 48 x 48 x 24 patches leave MS-SSIM 2 scales of empty windows: it drops the term
+        assert cpu_parser(name, "train.json", "demo.json").get_parsed_content("loss").lambda_ms_ssim == 0.0
+    else:  # UNet++: class-weighted CE + Dice (the class weights need the data; the Dice term does not)
+        assert parser.get_parsed_content("loss#losses#dice").batch
 
 
 @pytest.mark.parametrize("name", BUNDLES)

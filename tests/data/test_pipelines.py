@@ -8,7 +8,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 from monai.data import decollate_batch, list_data_collate
-from monai.transforms import Invertd, LoadImaged
+from monai.transforms import ClassesToIndicesd, Compose, Invertd, LoadImaged
 
 from unet_monai.data import (
     InvalidCaseError,
@@ -17,6 +17,7 @@ from unet_monai.data import (
     lits_2d_augmentation,
     lits_2d_preprocessing,
     lits_3d_transforms,
+    pipelines,
 )
 
 SMALL_3D = {"spacing": (1.5, 1.5, 3.0), "patch_size": (24, 24, 8)}
@@ -96,6 +97,18 @@ def test_3d_class_ratios_centre_patches_on_the_chosen_class(cases, index):
     assert batch["image"].shape == (6, 1, 24, 24, 8) and not any("indices" in k for k in batch)
 
 
+def test_3d_class_ratios_cache_a_bounded_set_of_centres(cases, monkeypatch):
+    """The cached class indices are capped per class (evenly spaced), so real volumes do not fill the cache."""
+    monkeypatch.setattr(pipelines, "_MAX_CENTRES_PER_CLASS", 50)
+    t = lits_3d_transforms("train", num_samples=4, class_ratios=(0, 0, 1), affine_prob=0, flip_prob=0, **SMALL_3D)
+    last_cached = next(i for i, x in enumerate(t.transforms) if isinstance(x, ClassesToIndicesd))
+    cached = Compose(t.transforms[: last_cached + 1])(cases[0])
+    sizes = [len(indices) for indices in cached["label_cls_indices"]]
+    assert sizes[0] == 50 and sizes[1] == 50 and 0 < sizes[2] <= 50
+    t.set_random_state(0)
+    assert all(float(p["label"].max()) == 2 for p in t(cases[0]))
+
+
 def test_3d_class_ratios_with_merged_tumour_take_two_classes(cases):
     t = lits_3d_transforms("train", num_samples=4, class_ratios=(1, 0), merge_tumour=True, **SMALL_3D)
     t.set_random_state(0)
@@ -110,11 +123,12 @@ def test_3d_class_ratios_with_merged_tumour_take_two_classes(cases):
         {"class_ratios": (0, 0, 0)},
         {"class_ratios": "1,1,1"},
         {"class_ratios": (1, "a", 1)},
+        {"class_ratios": (1, float("inf"), 1)},
         {"class_ratios": (1, 1, 1), "merge_tumour": True},
     ],
 )
 def test_3d_bad_class_ratios_are_named(kwargs):
-    with pytest.raises(ValueError, match=r"class_ratios must hold [23] numbers >= 0"):
+    with pytest.raises(ValueError, match=r"class_ratios must hold [23] finite numbers >= 0"):
         lits_3d_transforms("train", **kwargs)
 
 

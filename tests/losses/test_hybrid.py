@@ -320,3 +320,47 @@ def test_instantiation_from_bundle_config():
     weighted = parser.get_parsed_content("weighted")
     assert isinstance(weighted, WeightedLoss)
     assert weighted.class_weights.tolist() == [1.0, 50.0, 70.0]
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_batch_iou_is_monai_batch_jaccard(dims):
+    """``batch=True``: the IoU term is MONAI's batch Jaccard loss; focal and MS-SSIM do not change."""
+    logits, label = _data(dims)
+    per_sample, batched = HybridLoss(to_onehot_y=True), HybridLoss(to_onehot_y=True, batch=True)
+    per_sample(logits, label)
+    batched(logits, label)
+    expected = DiceLoss(to_onehot_y=True, softmax=True, jaccard=True, batch=True)(logits, label)
+    torch.testing.assert_close(batched.get_components()["iou"], expected)
+    for name in ("focal", "ms_ssim"):
+        torch.testing.assert_close(batched.get_components()[name], per_sample.get_components()[name])
+    # unreduced: the batch IoU broadcasts over the samples, one value per class
+    unreduced = HybridLoss(to_onehot_y=True, batch=True, reduction="none", lambda_focal=0, lambda_ms_ssim=0)
+    values = unreduced(logits, label)
+    assert values.shape == (1, 3) + (1,) * dims
+    torch.testing.assert_close(values.mean(), expected)
+
+
+def test_batch_iou_scores_an_absent_class_over_the_batch():
+    """A class missing from one patch but found in the other: per sample, the empty patch costs a full 1 of IoU
+    loss for a small false positive there; over the batch, the same prediction costs only its share."""
+    target = torch.zeros(2, 1, 16, 16, 16)
+    target[0, 0, 4:12, 4:12, 4:12] = 1  # the class in the first patch only
+    probs = torch.zeros(2, 2, 16, 16, 16)
+    probs[:, 1] = target[:, 0]
+    probs[1, 1, 0:2, 0:2, 0:2] = 1.0  # 8 false-positive voxels in the second patch
+    probs[:, 0] = 1 - probs[:, 1]
+    logits = torch.log(probs.clamp(1e-6, 1))
+    kwargs = {"to_onehot_y": True, "include_background": False, "lambda_focal": 0, "lambda_ms_ssim": 0}
+    per_sample = HybridLoss(**kwargs)(logits, target)
+    batched = HybridLoss(batch=True, **kwargs)(logits, target)
+    assert per_sample.item() == pytest.approx(0.5, abs=1e-3)  # (0 + 1) / 2
+    assert batched.item() == pytest.approx(8 / 520, abs=1e-3)  # 1 - 512 / (512 + 8)
+
+
+def test_ms_ssim_skip_empty_is_passed_to_the_ms_ssim_term():
+    logits, label = _data(3)
+    label[1][label[1] == 2] = 1  # no tumour in the second sample
+    loss = HybridLoss(to_onehot_y=True, ms_ssim_skip_empty=True, lambda_focal=0, lambda_iou=0)
+    expected = MultiScaleSSIMLoss(to_onehot_y=True, softmax=True, skip_empty=True)(logits, label)
+    torch.testing.assert_close(loss(logits, label), expected)
+    assert not torch.allclose(expected, MultiScaleSSIMLoss(to_onehot_y=True, softmax=True)(logits, label))

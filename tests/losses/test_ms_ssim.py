@@ -217,6 +217,38 @@ def test_reductions_and_include_background(spatial, reduction, include_backgroun
     torch.testing.assert_close(loss, expected[reduction])
 
 
+@pytest.mark.parametrize("spatial", [(40, 40), (20, 24, 28)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_skip_empty_leaves_out_classes_absent_from_the_target(spatial, reduction):
+    """Class 2 only in sample 0: with skip_empty the pair (1, 2) is left out, the others are as before."""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 3, *spatial, generator=g)
+    label = torch.randint(0, 2, (2, 1, *spatial), generator=g)
+    label[0, 0, :8, :8] = 2
+    kwargs = {"softmax": True, "to_onehot_y": True, "win_size": 3, "reduction": reduction}
+    loss = MultiScaleSSIMLoss(skip_empty=True, **kwargs)(logits, label)
+    per_class = 1 - compute_ms_ssim(torch.softmax(logits, 1), _onehot(label, 3), win_size=3)
+    kept = torch.ones(2, 3, dtype=torch.bool)
+    kept[1, 2] = False
+    expected = {
+        "mean": per_class[kept].mean(),
+        "sum": per_class[kept].sum(),
+        "none": (per_class * kept).view(2, 3, *[1] * len(spatial)),
+    }
+    torch.testing.assert_close(loss, expected[reduction])
+    assert per_class[1, 2] > 0.5  # what skip_empty avoids: a random prediction against an empty mask
+
+
+def test_skip_empty_gives_zero_for_all_empty_targets_and_no_gradient_from_them():
+    """A uniform 1% probability against an empty mask costs 0.45 of MS-SSIM; skipped, it costs 0."""
+    probs = torch.full((1, 1, 48, 48, 24), 0.01, requires_grad=True)
+    target = torch.zeros(1, 1, 48, 48, 24)
+    assert MultiScaleSSIMLoss()(probs, target).item() == pytest.approx(0.45, abs=0.01)
+    skipped = MultiScaleSSIMLoss(skip_empty=True)(probs, target)
+    skipped.backward()
+    assert skipped.item() == 0.0 and torch.count_nonzero(probs.grad) == 0
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs_are_computed_in_float32(dtype):
     probs, target = _pair((2, 2, 64, 64))

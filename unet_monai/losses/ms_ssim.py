@@ -289,6 +289,12 @@ class MultiScaleSSIMLoss(_Loss):
         k2: contrast constant. Defaults to 0.03.
         scale_weights: weight of each scale, finest first; their number sets the number of scales.
         reduce_scales: drop the coarse scales an input is too small for (True) or raise (False).
+        skip_empty: leave out every (sample, class) pair whose target holds none of the class: ``"mean"``
+            averages over the pairs kept (0 when none is), ``"sum"`` sums them, ``"none"`` gives 0 for the
+            others. SSIM against an empty mask is degenerate: its luminance term alone makes a uniform 1%
+            probability cost 0.45 (0.94 for 5%). Defaults to False: every pair, as the paper's whole images.
+            The local windows have the same degeneracy: where a small structure fills few windows of a patch,
+            skipping empty patches alone does not stop the term from favouring predicting none of it.
         reduction: ``"mean"`` (over batch and classes), ``"sum"`` or ``"none"`` (shape (B, C, 1, ...)).
 
     Returns:
@@ -319,6 +325,7 @@ class MultiScaleSSIMLoss(_Loss):
         k2: float = 0.03,
         scale_weights: Sequence[float] = MS_SSIM_WEIGHTS,
         reduce_scales: bool = True,
+        skip_empty: bool = False,
         reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
         super().__init__(reduction=check_reduction(reduction))
@@ -347,6 +354,7 @@ class MultiScaleSSIMLoss(_Loss):
         self.k2 = float(k2)
         self.scale_weights = weights
         self.reduce_scales = reduce_scales
+        self.skip_empty = skip_empty
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """
@@ -383,4 +391,11 @@ class MultiScaleSSIMLoss(_Loss):
                 scale_weights=self.scale_weights,
                 reduce_scales=self.reduce_scales,
             )
-            return reduce_channel_values(1.0 - values, self.reduction, input.ndim - 2)
+            loss = 1.0 - values
+            if not self.skip_empty:
+                return reduce_channel_values(loss, self.reduction, input.ndim - 2)
+            present = target.flatten(2).sum(2) > 0
+            loss = torch.where(present, loss, torch.zeros_like(loss))
+            if self.reduction == LossReduction.MEAN.value:
+                return loss.sum() / present.sum().clamp_min(1)
+            return reduce_channel_values(loss, self.reduction, input.ndim - 2)
