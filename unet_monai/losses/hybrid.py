@@ -96,7 +96,7 @@ class HybridLoss(_Loss):
             ``DiceLoss(batch=True)`` (the focal and MS-SSIM terms stay per sample). Defaults to False: per
             sample, as the paper (whole images). Per sample, every patch without tumour (most patches in 3D)
             costs a full 1 of IoU for any tumour probability in it; over the batch (nnU-Net's "batch Dice") the
-            tumour is scored over all the patches together. For patch training, with ``ms_ssim_skip_empty``.
+            tumour is scored over all the patches together. For patch training (the 3D bundles use it).
         win_size: MS-SSIM Gaussian window. Defaults to 11.
         win_sigma: MS-SSIM Gaussian sigma. Defaults to 1.5.
         scale_weights: MS-SSIM scale weights, finest first.

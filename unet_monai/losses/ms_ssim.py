@@ -391,11 +391,5 @@ class MultiScaleSSIMLoss(_Loss):
                 scale_weights=self.scale_weights,
                 reduce_scales=self.reduce_scales,
             )
-            loss = 1.0 - values
-            if not self.skip_empty:
-                return reduce_channel_values(loss, self.reduction, input.ndim - 2)
-            present = target.flatten(2).sum(2) > 0
-            loss = torch.where(present, loss, torch.zeros_like(loss))
-            if self.reduction == LossReduction.MEAN.value:
-                return loss.sum() / present.sum().clamp_min(1)
-            return reduce_channel_values(loss, self.reduction, input.ndim - 2)
+            present = target.flatten(2).sum(2) > 0 if self.skip_empty else None
+            return reduce_channel_values(1.0 - values, self.reduction, input.ndim - 2, keep=present)

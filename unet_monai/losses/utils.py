@@ -100,12 +100,19 @@ def foreground_present(target: torch.Tensor, background_channel: bool) -> torch.
     return (t.reshape(t.shape[0], -1) > 0).any(dim=1).float()
 
 
-def reduce_channel_values(values: torch.Tensor, reduction: str, spatial_ndim: int) -> torch.Tensor:
+def reduce_channel_values(
+    values: torch.Tensor, reduction: str, spatial_ndim: int, keep: torch.Tensor | None = None
+) -> torch.Tensor:
     """Reduce per-(sample, class) values (B, C) the way MONAI's DiceLoss does.
 
     ``"mean"`` averages over batch and classes, ``"sum"`` sums them, ``"none"`` returns (B, C, 1, ...) so the
-    result broadcasts against the input.
+    result broadcasts against the input. ``keep`` (bool, (B, C)) leaves the other pairs out: 0 in their place,
+    and ``"mean"`` averages over the kept pairs only (0 when none is).
     """
+    if keep is not None:
+        values = torch.where(keep, values, torch.zeros_like(values))
+        if reduction == LossReduction.MEAN.value:
+            return values.sum() / keep.sum().clamp_min(1)
     if reduction == LossReduction.MEAN.value:
         return values.mean()
     if reduction == LossReduction.SUM.value:
