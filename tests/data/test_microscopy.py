@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from monai.data import MetaTensor
 from monai.networks.nets import BasicUNet
 from PIL import Image
 
@@ -215,6 +216,8 @@ def test_pipeline_shapes(pair, mode, spatial_mode):
     for item in items:
         image = item["image"]
         assert image.shape == (3, *size) and image.dtype == torch.float32
+        # training samples are plain tensors (fast network steps); val/infer keep the metadata to invert and save
+        assert isinstance(image, MetaTensor) == (mode != "train")
         assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
         if mode != "infer":
             assert item["label"].shape == (1, *size)

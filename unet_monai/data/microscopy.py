@@ -668,7 +668,8 @@ def microscopy_transforms(
 
     Returns:
         a ``Compose``: ``image`` (3, H, W) float32 in [0, 1] and ``label`` (1, H, W) float32 class indices
-        (``"train"`` in crop mode yields a list of ``num_samples`` such dicts per image).
+        (``"train"`` in crop mode yields a list of ``num_samples`` such dicts per image). Training samples are
+        plain tensors; ``"val"`` and ``"infer"`` return MetaTensors (for inverting and saving).
 
     Raises:
         ValueError: unknown mode or spatial mode, a bad size, or 90-degree rotations with a non-square size.
@@ -737,7 +738,8 @@ def microscopy_transforms(
             RandGaussianNoised(image_key, prob=noise_prob, std=noise_std),
             ScaleIntensityRanged(image_key, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True),
         ]
-    chain.append(EnsureTyped(keys, dtype=torch.float32, track_meta=True))
+    # training samples as plain tensors (see lits_3d_transforms): metadata is only needed to invert and save
+    chain.append(EnsureTyped(keys, dtype=torch.float32, track_meta=mode != "train"))
     return Compose(chain)
 
 
