@@ -257,6 +257,14 @@ def test_3d_patches_are_drawn_per_class_on_request(name):
 
 
 @pytest.mark.parametrize("name", [name for name, kind in BUNDLES.items() if kind == "3d"])
+@pytest.mark.parametrize("augment", [True, False, "false"])  # "false": as --augment false arrives
+def test_3d_augmentation_switch(name, augment):
+    chain = cpu_parser(name, "train.json", augment=augment).get_parsed_content("train#preprocessing").transforms
+    augmenting = [type(t).__name__ for t in chain if type(t).__name__ in ("RandFlipd", "RandAffined")]
+    assert augmenting == (["RandFlipd"] * 3 + ["RandAffined"] if augment is True else [])
+
+
+@pytest.mark.parametrize("name", [name for name, kind in BUNDLES.items() if kind == "3d"])
 def test_3d_overlap_losses_score_the_tumour_over_the_batch_of_patches(name):
     """Per patch, Dice/IoU against the empty tumour masks of most patches suppress the tumour."""
     parser = cpu_parser(name, "train.json")

@@ -82,6 +82,18 @@ def test_3d_train_patches(cases, merge_tumour, index):
     assert batch["image"].shape == (3, 1, 24, 24, 8)
 
 
+def test_3d_patches_without_augmentation_are_the_crops_alone(cases):
+    plain = lits_3d_transforms("train", augment=False, num_samples=3, **SMALL_3D)
+    off = lits_3d_transforms("train", num_samples=3, flip_prob=0, affine_prob=0, intensity_prob=0, **SMALL_3D)
+    plain.set_random_state(0)
+    off.set_random_state(0)
+    for a, b in zip(plain(cases[0]), off(cases[0]), strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+        assert 0.0 <= float(a["image"].min()) and float(a["image"].max()) <= 1.0  # the HU window, unshifted
+    names = {type(t).__name__ for t in plain.transforms}
+    assert not names & {"RandFlipd", "RandAffined", "RandScaleIntensityd", "RandShiftIntensityd"}
+
+
 def test_3d_positive_patches_contain_liver(cases):
     t = lits_3d_transforms("train", pos=1, neg=0, num_samples=4, affine_prob=0, flip_prob=0, **SMALL_3D)
     t.set_random_state(1)
