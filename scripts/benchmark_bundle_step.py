@@ -8,8 +8,9 @@ nothing is written into the repository. One batch is drawn from ``train#dataload
 
 ``--compare-metatensor`` also times the same batch as MONAI ``MetaTensor`` with the metadata the training
 chain gives it when its final ``EnsureTyped`` tracks metadata (as the 3D pipelines delivered their patches
-before they ended in plain tensors), the two variants interleaved round by round, and prints the ratio of
-the medians: the cost of metadata propagation through every op of the step.
+before they ended in plain tensors), the two variants interleaved round by round
+(``_bench.interleaved_times``), and prints the median of the per-round ratios: the cost of metadata
+propagation through every op of the step.
 
 Usage::
 
@@ -22,18 +23,22 @@ A benchmark prints figures; it is not a test. Run it with nothing else on the CP
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import shutil
-import statistics
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import EnsureTyped
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _bench as bench
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,7 +66,8 @@ def _batch_with_metadata(parser: ConfigParser) -> dict:
 
 
 def time_steps(parser: ConfigParser, compare_metatensor: bool, rounds: int) -> dict[str, list[float]]:
-    """Training-step times per variant (``"plain tensors"``, and ``"MetaTensor"`` when compared), interleaved."""
+    """Training-step times per variant (``"plain tensors"``, and ``"MetaTensor"`` when compared), interleaved
+    round-robin after one untimed step each (synchronised on CUDA)."""
     batch = _batch_with_metadata(parser)
     device = parser.get_parsed_content("device")
     image, label = batch["image"].to(device), batch["label"].to(device)
@@ -80,18 +86,9 @@ def time_steps(parser: ConfigParser, compare_metatensor: bool, rounds: int) -> d
         optimizer.zero_grad(set_to_none=True)
         loss_function(inferer(inputs, network), targets).backward()
         optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
 
-    for inputs, targets in variants.values():  # warm-up
-        step(inputs, targets)
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, (inputs, targets) in variants.items():
-            start = time.perf_counter()
-            step(inputs, targets)
-            times[name].append(time.perf_counter() - start)
-    return times
+    runs = {name: functools.partial(step, *tensors) for name, tensors in variants.items()}
+    return bench.interleaved_times(runs, rounds, device)
 
 
 def main() -> None:
@@ -113,14 +110,15 @@ def main() -> None:
         shutil.copytree(REPO / "bundles" / args.bundle, root, ignore=shutil.ignore_patterns("eval*", "models", "data"))
         parser = _parse(args.bundle, args.override, not args.no_demo, root)
         times = time_steps(parser, args.compare_metatensor, args.rounds)
-    medians = {name: statistics.median(values) for name, values in times.items()}
     for name, values in times.items():
+        stats = bench.summarize(values)
         print(
-            f"{args.bundle} ({name}): {medians[name]:.3f} s per step (min {min(values):.3f}, max {max(values):.3f}, "
-            f"{len(values)} steps, {torch.get_num_threads()} threads)"
+            f"{args.bundle} ({name}): {stats['median']:.3f} s per step (min {stats['min']:.3f}, "
+            f"max {stats['max']:.3f}, {stats['n']} steps, {torch.get_num_threads()} threads)"
         )
     if args.compare_metatensor:
-        print(f"MetaTensor / plain tensors: {medians['MetaTensor'] / medians['plain tensors']:.2f}x")
+        ratio = bench.paired_ratio(times["MetaTensor"], times["plain tensors"])
+        print(f"MetaTensor / plain tensors: {ratio:.2f}x (median of the per-round ratios)")
 
 
 if __name__ == "__main__":

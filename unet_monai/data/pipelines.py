@@ -208,24 +208,24 @@ def lits_3d_transforms(
         chain += _patch_sampling(
             keys, image_key, label_key, patch, pos, neg, int(num_samples), class_ratios, merge_tumour
         )
-    if mode == "train" and augment:
-        chain += [
-            RandFlipd(keys, prob=flip_prob, spatial_axis=0),
-            RandFlipd(keys, prob=flip_prob, spatial_axis=1),
-            RandFlipd(keys, prob=flip_prob, spatial_axis=2),
-            RandAffined(
-                keys,
-                prob=affine_prob,
-                rotate_range=(rotate_range,) * 3,
-                scale_range=(scale_range,) * 3,
-                mode=interp,
-                padding_mode="zeros",
-                spatial_size=patch,
-                cache_grid=True,
-            ),
-            RandScaleIntensityd(image_key, factors=intensity_scale, prob=intensity_prob),
-            RandShiftIntensityd(image_key, offsets=intensity_shift, prob=intensity_prob),
-        ]
+        if augment:
+            chain += [
+                RandFlipd(keys, prob=flip_prob, spatial_axis=0),
+                RandFlipd(keys, prob=flip_prob, spatial_axis=1),
+                RandFlipd(keys, prob=flip_prob, spatial_axis=2),
+                RandAffined(
+                    keys,
+                    prob=affine_prob,
+                    rotate_range=(rotate_range,) * 3,
+                    scale_range=(scale_range,) * 3,
+                    mode=interp,
+                    padding_mode="zeros",
+                    spatial_size=patch,
+                    cache_grid=True,
+                ),
+                RandScaleIntensityd(image_key, factors=intensity_scale, prob=intensity_prob),
+                RandShiftIntensityd(image_key, offsets=intensity_shift, prob=intensity_prob),
+            ]
     # training patches leave as plain tensors: nothing downstream reads their metadata, and a MetaTensor
     # input makes every network op pay for metadata propagation (5-8% of a 3D demo's training step)
     chain.append(EnsureTyped(keys, dtype=torch.float32, track_meta=mode != "train"))
