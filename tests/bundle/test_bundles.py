@@ -265,6 +265,20 @@ def test_3d_augmentation_switch(name, augment):
 
 
 @pytest.mark.parametrize("name", [name for name, kind in BUNDLES.items() if kind == "3d"])
+def test_3d_intensity_augmentation_probability(name):
+    def probabilities(**overrides: object) -> list[float]:
+        chain = cpu_parser(name, "train.json", **overrides).get_parsed_content("train#preprocessing").transforms
+        return [t.prob for t in chain if type(t).__name__ in ("RandScaleIntensityd", "RandShiftIntensityd")]
+
+    # 0.15 each, nnU-Net's probability: on most patches the changes blurred the liver's density (bundle README)
+    assert probabilities() == [0.15, 0.15]
+    assert probabilities(intensity_prob=0.5) == [0.5, 0.5]  # --intensity_prob 0.5: the bundles up to 0.1.11
+    with pytest.raises(RuntimeError) as info:
+        probabilities(intensity_prob=1.5)
+    assert "intensity_prob must be a probability in [0, 1], got 1.5" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize("name", [name for name, kind in BUNDLES.items() if kind == "3d"])
 def test_3d_overlap_losses_score_the_tumour_over_the_batch_of_patches(name):
     """Per patch, Dice/IoU against the empty tumour masks of most patches suppress the tumour."""
     parser = cpu_parser(name, "train.json")

@@ -238,6 +238,12 @@ def test_bad_case_is_named_through_the_pipeline(cases, tmp_path):
         (lambda: lits_3d_transforms("test"), "mode must be"),
         (lambda: lits_2d_preprocessing("val", hu_window=(250, -200)), "hu_window"),
         (lambda: lits_2d_preprocessing("val", spatial_size=(64,)), "spatial_size"),
+        # MONAI's random transforms would clip these to [0, 1] without a word
+        (lambda: lits_3d_transforms("train", intensity_prob=1.5), r"intensity_prob must be a probability .* 1.5"),
+        (lambda: lits_3d_transforms("train", flip_prob=-0.1), "flip_prob must be a probability"),
+        (lambda: lits_3d_transforms("train", affine_prob="0.2"), "affine_prob must be a probability"),
+        (lambda: lits_2d_augmentation(noise_prob=2), "noise_prob must be a probability"),
+        (lambda: lits_2d_augmentation(intensity_prob=True), "intensity_prob must be a probability"),
     ],
 )
 def test_argument_errors(call, match):
