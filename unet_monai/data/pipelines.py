@@ -166,7 +166,8 @@ def lits_3d_transforms(
         crop_foreground: crop to the body's bounding box.
         crop_margin: margin around the body in voxels.
         augment: ``"train"`` applies the random flips, affine and intensity changes below; ``False``: the
-            patches only (for short runs that under-fit, such as the 3D bundles' 20-minute CPU demos).
+            patches only (e.g. for data known to be of one contrast phase; the 3D bundles' demos keep it on, their
+            READMEs measure both).
         flip_prob: probability of a flip along each spatial axis (train).
         affine_prob: probability of the random rotation/scaling (train).
         rotate_range: maximal rotation about each axis in radians (train).
