@@ -84,6 +84,9 @@ TARGET_THROUGHPUT_2D = 0.40
 TARGET_SLICE_SPEEDUP = 1.5
 VOLUME = (256, 256, 128)
 GPU_VOLUME = (512, 512, 500)
+#: the bundles section of the latest GPU run (with its machine), kept in the repository: a CPU run's document
+#: shows it instead of "not measured", since the development machines have no GPU
+GPU_RECORD = ROOT / "docs" / "benchmarks" / "gpu_bundles.json"
 #: the bundles whose inference paths the inference section times (with the run's widths)
 BUNDLE_2D = "liver_ct_unetplusplus_2d_segmentation"
 BUNDLES_2D = (BUNDLE_2D, "liver_ct_unet3plus_2d_segmentation")
@@ -913,7 +916,18 @@ def render(results: dict[str, Any], doc: Path, plot_dir: Path) -> None:
             for r in data["rows"]
         ]
         parts.append(TEMPLATE["data"] + "\n\n" + _table(("pipeline", "variant", "setup s", "items", "rate"), rows))
-    bundles = results.get("bundles")
+    bundles, gpu_note = results.get("bundles"), ""
+    if bundles and bundles.get("gpu"):
+        GPU_RECORD.parent.mkdir(parents=True, exist_ok=True)
+        GPU_RECORD.write_text(json.dumps({"machine": m, "command": s.get("command"), "bundles": bundles}, indent=1))
+    elif GPU_RECORD.is_file():
+        record = json.loads(GPU_RECORD.read_text())
+        bundles, gm = record["bundles"], record["machine"]
+        gpu_note = (
+            f"\n\nFrom the latest GPU run, not this one: {gm.get('date', '')[:10]}, torch {gm.get('torch')}, "
+            f"CUDA {gm.get('cuda')}, MONAI {gm.get('monai')}; `{record.get('command')}` "
+            f"(kept in `{GPU_RECORD.relative_to(ROOT)}`)."
+        )
     if bundles and bundles.get("gpu"):
         rows = [
             (
@@ -928,6 +942,7 @@ def render(results: dict[str, Any], doc: Path, plot_dir: Path) -> None:
         ]
         parts.append(
             TEMPLATE["gpu"].format(gpu=bundles["gpu"], vol="x".join(map(str, bundles["volume"])))
+            + gpu_note
             + "\n\n"
             + _table(("bundle", "training input", "samples/s (AMP)", "peak GPU MiB", "s / volume", "note"), rows)
         )
@@ -1053,7 +1068,7 @@ The UNet++ here is the InstanceNorm configuration of the networks section; on th
 its training step slower (instance norm and channel concatenations are slower in channels_last there),
 so measure before turning it on for CPU training.
 
-In the bundles: `amp` (`$torch.cuda.is_available()`: float16 autocast + gradient scaling on CUDA, off on
+In the bundles: `amp` (`$torch.device(@device).type == 'cuda'`: float16 autocast + gradient scaling on CUDA, off on
 CPU), `channels_last` (2D bundles: default true; 3D bundles: true on CPU, false on CUDA, where it is not
 measured yet; read through `unet_monai.bundle.memory_format`), `compile` (default false) and `deterministic` (default
 false: `cudnn.benchmark=True`; the inference configs always set it) are config ids, overridable on the
@@ -1074,7 +1089,7 @@ would take many minutes per volume), the same weights for both paths, eval mode 
   (`channels_last: true`) and with every BatchNorm folded into the convolution before it once the weights
   are loaded (`fold_batch_norm: true`, the `unet_monai.handlers.FoldBatchNorm` handler after
   `CheckpointLoader`); each axial slice with its two neighbours as channels, `sw_batch_size` slices per
-  forward ({sw2} in this run: the bundles use `$32 if torch.cuda.is_available() else 1`), no overlap.
+  forward ({sw2} in this run: the bundles use 32 on CUDA, UNet 3+ 8, and 1 on CPU), no overlap.
   MONAI's equivalent for a 2D network on a volume is `monai.inferers.SliceInferer` (a
   `SlidingWindowInferer` subclass), used here **with its default settings** (`sw_batch_size=1`,
   `overlap=0.25`, `mode="constant"`), `roi_size` the whole slice, `spatial_dim=2`, on the network as built

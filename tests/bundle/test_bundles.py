@@ -233,7 +233,8 @@ def test_multi_gpu_train_with_two_gloo_processes(name, dataset, tmp_path):
             # two validation cases: MONAI's DistributedSampler needs at least one per rank
             "--dataset_dir", str(dataset), "--val_fraction", "0.67", *overrides(BUNDLES[name]),
         ],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        # on CPU even where a GPU is present: two ranks would need two GPUs (cuda:0, cuda:1) with NCCL
+        cwd=tmp_path, capture_output=True, text=True, timeout=900, env=os.environ | {"CUDA_VISIBLE_DEVICES": ""},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-5000:]
     state = torch.load(bundle / "models" / "model.pt", weights_only=True)
@@ -291,6 +292,22 @@ def test_3d_overlap_losses_score_the_tumour_over_the_batch_of_patches(name):
         assert cpu_parser(name, "train.json", "demo.json").get_parsed_content("loss").lambda_ms_ssim == 0.0
     else:  # UNet++: class-weighted CE + Dice (the class weights need the data; the Dice term does not)
         assert parser.get_parsed_content("loss#losses#dice").batch
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_amp_and_slice_batch_follow_the_chosen_device(name, device):
+    """``--device cpu`` on a GPU machine must not keep the GPU settings (parsed only: no GPU needed)."""
+    overrides = {"device": f"$torch.device('{device}')"}
+    for config in ("train.json", "inference.json"):
+        parser = cpu_parser(name, config, **overrides)
+        assert parser.get_parsed_content("amp") is (device == "cuda")
+        if BUNDLES[name] == "2d":
+            inferer = parser.get_parsed_content("validate#inferer" if config == "train.json" else "inferer")
+            # UNet 3+: 32 slices x 1024 channels upsampled to 320 x 320 exceed CUDA's INT_MAX-element kernels
+            per_gpu_pass = 8 if "unet3plus" in name else 32
+            inferer = getattr(inferer, "inferer", inferer)  # validation's AutocastInferer wraps it
+            assert inferer.sw_batch_size == (per_gpu_pass if device == "cuda" else 1)
 
 
 @pytest.mark.parametrize("name", BUNDLES)

@@ -106,7 +106,8 @@ def test_equals_bundle_workflow(conv_bundle, lits_data, tmp_path):
     from monai.bundle import ConfigWorkflow
 
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
-    assert predict(conv_bundle, lits_data, ours, "--override", "spatial_size=[32,32]") == 0
+    # both on the CPU: a GPU's float16 autocast moves a voxel near a class boundary (1 in 25,600 on an H100)
+    assert predict(conv_bundle, lits_data, ours, "--override", "spatial_size=[32,32]", "--device", "cpu") == 0
     workflow = ConfigWorkflow(
         config_file=str(conv_bundle / "configs" / "inference.json"),
         workflow_type="infer",

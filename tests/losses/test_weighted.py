@@ -87,6 +87,18 @@ def test_dict_missing_classes_weigh_one_and_keys_may_be_strings():
     assert loss.to(torch.float64).class_weights.dtype == torch.float64  # follows .to() like any buffer
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_inputs_with_the_loss_left_on_the_cpu():
+    """A bundle never moves its loss to the device: the CPU weights must meet CUDA labels (found on an H100)."""
+    label, logits = _label(3), torch.randn(2, 3, *SPATIAL[3])
+    loss = WeightedLoss(torch.nn.CrossEntropyLoss(reduction="none"), SEED_WEIGHTS)
+    with torch.autocast("cuda"):
+        on_gpu = loss(logits.cuda(), label.cuda())
+    assert on_gpu.device.type == "cuda" and on_gpu.dtype == torch.float32
+    torch.testing.assert_close(on_gpu.cpu(), loss(logits, label))
+    assert loss.weight_map(logits.cuda(), label.cuda()).device.type == "cuda"
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs_are_computed_in_float32(dtype):
     label = _label(2)

@@ -42,6 +42,9 @@ KINDS = {
     ),
 }
 EPOCHS = 3
+#: the training subprocesses' environment: CPU even where a GPU is present (bitwise equality is a CPU property;
+#: on CUDA, cuDNN autotuning and atomic adds make two runs agree only to within rounding)
+CPU_ONLY = os.environ | {"CUDA_VISIBLE_DEVICES": ""}
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +72,7 @@ def training_command(bundle: Path, dataset: Path, kind: str, *extra: str) -> lis
 
 
 def run_to_end(command: list[str], cwd: Path) -> str:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=CPU_ONLY)
     assert result.returncode == 0, f"training failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
 
@@ -77,7 +80,7 @@ def run_to_end(command: list[str], cwd: Path) -> str:
 def run_and_kill(command: list[str], cwd: Path, epoch: int, iteration: int) -> str:
     """Start training and SIGKILL it as soon as it logs ``Epoch: <epoch>/.., Iter: <iteration>/..``."""
     pattern = re.compile(rf"Epoch: {epoch}/\d+, Iter: {iteration}/\d+ ")
-    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=CPU_ONLY)
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 600

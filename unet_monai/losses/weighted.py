@@ -73,9 +73,9 @@ class WeightedLoss(_Loss):
             A module with a ``reduction`` attribute other than ``"none"`` is rejected.
         weights: class weights by class index: a sequence (``weights[c]`` for class ``c``) or a dict
             ``{class_index: weight}`` in which missing classes weigh 1 (keys may be digit strings, as JSON/YAML
-            bundle configs give them). Stored in the ``class_weights``
-            buffer, so it follows ``.to(device)``. :func:`compute_class_weights` derives them from class
-            frequencies.
+            bundle configs give them). Stored in the ``class_weights`` buffer, which follows ``.to(device)``;
+            a loss left on the CPU still works on CUDA inputs. :func:`compute_class_weights` derives them from
+            class frequencies.
         target_as_index: pass the target to the wrapped loss as class indices (B, *spatial) of dtype long
             (what ``CrossEntropyLoss``/``NLLLoss`` expect) instead of unchanged. Defaults to None: True for
             ``torch.nn.CrossEntropyLoss`` and ``torch.nn.NLLLoss``, False otherwise.
@@ -148,8 +148,9 @@ class WeightedLoss(_Loss):
         return index
 
     def weight_map(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The weight of every voxel's true class, (B, *spatial) float32."""
-        return self.class_weights[self.class_index(input, target)]
+        """The weight of every voxel's true class, (B, *spatial) float32, on the target's device."""
+        index = self.class_index(input, target)
+        return self.class_weights.to(index.device)[index]
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """
@@ -158,7 +159,8 @@ class WeightedLoss(_Loss):
             target: label map (B, 1, *spatial), one-hot (B, C, *spatial) or indices (B, *spatial).
         """
         index = self.class_index(input, target)
-        weights = self.class_weights[index]
+        # the buffer follows ``.to(device)``, but a bundle's loss is never moved: the data decides the device
+        weights = self.class_weights.to(index.device)[index]
         with float32_no_autocast(input.device):
             inner_target = index if self.target_as_index else target
             loss_map = self.loss(input.float(), inner_target)

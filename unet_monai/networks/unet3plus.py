@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.networks.layers.factories import Conv, Pool
+from monai.networks.layers.factories import Conv
 from torch.utils.checkpoint import checkpoint
 
 from .blocks import (
@@ -198,6 +198,18 @@ class _DecoderNode(nn.Module):
         return self.fuse(torch.cat(parts, dim=1))
 
 
+class _GlobalMaxPool(nn.Module):
+    """(B, C, *spatial) -> (B, C): the maximum over all positions.
+
+    The forward of ``AdaptiveMaxPool{2,3}d(1)`` plus ``Flatten`` (the state_dict is the same), but PyTorch
+    2.11's ONNX exporter has no conversion for ``adaptive_max_pool2d``, while ``amax`` exports as ReduceMax;
+    its backward is deterministic on CUDA too (tied maxima share the gradient instead of one taking it).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2).amax(dim=2)
+
+
 class UNet3Plus(nn.Module):
     """UNet 3+: a U-Net with full-scale skip connections and full-scale deep supervision.
 
@@ -382,8 +394,7 @@ class UNet3Plus(nn.Module):
             self.cgm = nn.Sequential(
                 nn.Dropout(float(cgm_dropout)) if cgm_dropout > 0 else nn.Identity(),
                 conv(features[-1], 2, kernel_size=1),
-                Pool[Pool.ADAPTIVEMAX, spatial_dims](1),
-                nn.Flatten(1),
+                _GlobalMaxPool(),
             )
 
     def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
