@@ -114,11 +114,12 @@ def test_metatensor_inputs_and_wrappers():
     net = _tiny("unetplusplus").eval()
     ref = copy.deepcopy(net)
     wrapped = torch.nn.DataParallel(net)  # moves the network to cuda:0 where a GPU is present
-    ref.to(next(net.parameters()).device)
+    device = next(net.parameters()).device
+    ref.to(device)
     assert compile_network(wrapped, backend="aot_eager") is wrapped
     assert is_compiled(wrapped) and is_compiled(net)
     assert compile_network(net, backend="aot_eager") is net  # a second call changes nothing
-    x = MetaTensor(torch.randn(1, 1, 16, 16, device=next(net.parameters()).device))
+    x = MetaTensor(torch.randn(1, 1, 16, 16, device=device))
     torch.testing.assert_close(torch.as_tensor(net(x)), ref(x.as_tensor()))
     assert not is_compiled(copy.deepcopy(net))  # a deep copy runs eagerly, on its own parameters
     clone = copy.deepcopy(net)

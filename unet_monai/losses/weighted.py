@@ -149,7 +149,10 @@ class WeightedLoss(_Loss):
 
     def weight_map(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The weight of every voxel's true class, (B, *spatial) float32, on the target's device."""
-        index = self.class_index(input, target)
+        return self._weights_at(self.class_index(input, target))
+
+    def _weights_at(self, index: torch.Tensor) -> torch.Tensor:
+        # the buffer follows ``.to(device)``, but a bundle's loss is never moved: the data decides the device
         return self.class_weights.to(index.device)[index]
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -159,8 +162,7 @@ class WeightedLoss(_Loss):
             target: label map (B, 1, *spatial), one-hot (B, C, *spatial) or indices (B, *spatial).
         """
         index = self.class_index(input, target)
-        # the buffer follows ``.to(device)``, but a bundle's loss is never moved: the data decides the device
-        weights = self.class_weights.to(index.device)[index]
+        weights = self._weights_at(index)
         with float32_no_autocast(input.device):
             inner_target = index if self.target_as_index else target
             loss_map = self.loss(input.float(), inner_target)
