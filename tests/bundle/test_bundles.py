@@ -311,6 +311,28 @@ def test_amp_and_slice_batch_follow_the_chosen_device(name, device):
 
 
 @pytest.mark.parametrize("name", BUNDLES)
+def test_label_filters_open_then_keep_the_largest_component(name):
+    """Evaluation and inference: argmax, opening (off unless set; the UNet++ 3D demo's 4.5 mm), largest component."""
+
+    def filters(*files: str, **overrides: object) -> list[tuple[str, float | None]]:
+        parser = cpu_parser(name, *files, **overrides)
+        key = "postprocessing" if "inference.json" in files else "validate#postprocessing"
+        items = parser[key]["transforms"]
+        argmax = next(i for i, t in enumerate(items) if t.get("argmax"))
+        parsed = [parser.get_parsed_content(f"{key}#transforms#{i}") for i in (argmax + 1, argmax + 2)]
+        return [(type(t).__name__, getattr(getattr(t, "opener", None), "radius_mm", None)) for t in parsed]
+
+    demo_radius = 4.5 if name == "liver_ct_unetplusplus_3d_segmentation" else 0.0
+    for files in (("train.json", "evaluate.json"), ("inference.json",)):
+        assert filters(*files) == [("OpenForegroundd", 0.0), ("KeepLargestConnectedComponentd", None)]
+        assert filters(*files, opening_radius_mm=3)[0] == ("OpenForegroundd", 3.0)
+    assert filters("train.json", "demo.json", "evaluate.json")[0] == ("OpenForegroundd", demo_radius)
+    with pytest.raises(RuntimeError) as info:
+        filters("inference.json", opening_radius_mm=-1)
+    assert "radius_mm must be a finite number >= 0" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize("name", BUNDLES)
 def test_cpu_bfloat16_is_wired_to_both_inferers_and_off_unless_asked(name, tmp_path):
     def enabled(*files: str, **overrides: object) -> list[bool]:
         parser = cpu_parser(name, *files, **overrides)

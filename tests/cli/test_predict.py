@@ -414,3 +414,22 @@ def test_largest_component_filter_of_the_bundle(conv_bundle, lits_data, tmp_path
     assert ndimage.label(raw > 0, structure)[1] > 1  # the thresholding network leaves stray voxels
     assert ndimage.label(kept > 0, structure)[1] == 1
     np.testing.assert_array_equal(kept[kept > 0], raw[kept > 0])  # kept voxels keep their class
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("case", ["volume-0", "volume-1"])  # stored RAS, stored LPS
+def test_opening_filter_of_the_bundle_uses_the_input_voxel_size(conv_bundle, lits_data, tmp_path, stream, case):
+    """``opening_radius_mm`` applies the bundle's OpenForegroundd in mm of the input's own grid, in any orientation."""
+    from unet_monai.data import open_foreground
+
+    extra = ["--override", "spatial_size=[32,32]", "--override", "largest_component_labels=[]"]
+    extra += [] if stream else ["--no-stream"]
+    image = lits_data / f"{case}.nii.gz"
+    assert predict(conv_bundle, image, tmp_path / "raw", *extra) == 0
+    assert predict(conv_bundle, image, tmp_path / "open", *extra, "--override", "opening_radius_mm=2.5") == 0
+    raw, opened = (labels_of(tmp_path / d / f"{case}_seg.nii.gz") for d in ("raw", "open"))
+    spacing = [float(s) for s in nib.load(image).header.get_zooms()[:3]]  # in-plane 0.7 mm, 2.4-4.2 mm slices
+    expected = open_foreground(raw[None], 2.5, spacing)[0]
+    assert (expected != raw).sum() > 20  # the opening removed something
+    np.testing.assert_array_equal(opened, expected)
+    assert_same_geometry(tmp_path / "open" / f"{case}_seg.nii.gz", image)

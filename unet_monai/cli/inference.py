@@ -3,7 +3,7 @@
 **Whole volume** (3D bundles; 2D bundles with ``--no-stream``): exactly the bundle's inference
 pipeline: ``preprocessing`` on the NIfTI file, ``inferer`` with the network, softmax,
 ``Invertd(transform=preprocessing)`` back to the input's grid and orientation, argmax, and the
-bundle's label filters (``KeepLargestConnectedComponentd``, see :func:`label_filters`).
+bundle's label filters (``OpenForegroundd``, ``KeepLargestConnectedComponentd``, see :func:`label_filters`).
 
 **Slice streaming** (2D bundles, default): the same transforms, applied to slabs of axial slices. A 2D
 bundle's preprocessing (:func:`unet_monai.data.lits_2d_preprocessing`) is: checks, ``LoadImaged``,
@@ -138,8 +138,12 @@ def streaming_plan(bundle: LoadedBundle) -> tuple[Any, dict[str, Any]] | str:
     return Compose(transforms[cut + 1 :]), options
 
 
+#: post-argmax steps of a bundle's ``postprocessing`` that act on the label map (looked up by class name)
+LABEL_FILTERS = ("OpenForegroundd", "KeepLargestConnectedComponentd")
+
+
 def label_filters(bundle: LoadedBundle) -> list[Any]:
-    """The bundle's ``KeepLargestConnectedComponentd`` steps of ``postprocessing``, to apply to the labels.
+    """The bundle's label filters of ``postprocessing`` (:data:`LABEL_FILTERS`), in order, to apply to the labels.
 
     The predictors compute the argmax themselves (streamed, or without keeping float probabilities), so
     the post-argmax label filters of the bundle's own ``postprocessing`` are looked up and applied to
@@ -152,7 +156,7 @@ def label_filters(bundle: LoadedBundle) -> list[Any]:
     items = parser.get("postprocessing#transforms", []) or []
     filters = []
     for i, item in enumerate(items):
-        if isinstance(item, dict) and str(item.get("_target_", "")).endswith("KeepLargestConnectedComponentd"):
+        if isinstance(item, dict) and str(item.get("_target_", "")).endswith(LABEL_FILTERS):
             filters.append(parser.get_parsed_content(f"postprocessing#transforms#{i}"))
     return filters
 
@@ -163,10 +167,16 @@ class _Base:
         self.network: torch.nn.Module = FlipTTA(bundle.network) if tta else bundle.network
         self.filters = label_filters(bundle)
 
-    def _filter(self, labels: np.ndarray) -> np.ndarray:
-        """``labels`` (X, Y, Z) uint8 through the bundle's label filters (in place where possible)."""
+    def _filter(self, labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        """``labels`` (X, Y, Z) uint8 with voxel-to-RAS ``affine`` through the bundle's label filters.
+
+        The affine gives the opening its voxel size in mm; the filters change no geometry.
+        """
+        from monai.data import MetaTensor
+
         for f in self.filters:
-            out = f({"pred": torch.from_numpy(labels)[None]})["pred"]
+            pred = MetaTensor(torch.from_numpy(labels)[None], affine=torch.as_tensor(affine, dtype=torch.float64))
+            out = f({"pred": pred})["pred"]
             labels = np.asarray(out[0].cpu().numpy() if isinstance(out, torch.Tensor) else out[0], dtype=np.uint8)
         return labels
 
@@ -224,7 +234,7 @@ class WholeVolumePredictor(_Base):
         bar.update(1)
         pred = self.inverter({"image": image, "pred": prob})["pred"]
         del prob
-        labels = self._filter(torch.argmax(pred, dim=0).to(torch.uint8).cpu().numpy())
+        labels = self._filter(torch.argmax(pred, dim=0).to(torch.uint8).cpu().numpy(), volume.affine)
         probs = _quantise(pred).permute(1, 2, 3, 0).cpu().numpy() if probabilities else None
         bar.update(1)
         return Prediction(labels.reshape(volume.spatial_shape), probs)
@@ -306,7 +316,7 @@ class SliceStreamPredictor(_Base):
                 probs[:, :, z0:z1] = _quantise(pred).permute(1, 2, 3, 0).cpu().numpy()
             del image, x, logits, prob, pred
             bar.update(z1 - z0)
-        out_labels = from_ras(self._filter(labels), volume.affine)
+        out_labels = from_ras(self._filter(labels, affine), volume.affine)
         out_probs = from_ras(probs, volume.affine) if probs is not None else None
         return Prediction(out_labels, out_probs)
 

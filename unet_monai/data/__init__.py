@@ -4,6 +4,7 @@
 - :mod:`~unet_monai.data.transforms`: case validation with clear errors, 2.5D neighbour stacking.
 - :mod:`~unet_monai.data.pipelines`: MONAI ``Compose`` chains for 3D patches and 2.5D volumes.
 - :mod:`~unet_monai.data.anti_alias`: Gaussian anti-aliasing before ``Spacingd`` or ``Resized`` downsample.
+- :mod:`~unet_monai.data.postprocessing`: opening of a predicted label map with a ball in mm.
 - :mod:`~unet_monai.data.slices`: the cached 2.5D slice dataset and the slice-stack inferer.
 - :mod:`~unet_monai.data.synthetic`: LiTS-like CT generator (``python -m unet_monai.data.synthetic``).
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .anti_alias import AntiAliasedResized, SpacingAntiAliasd, anti_aliasing_sigma
     from .lits import case_id_from_path, find_cases, load_datalist, prepare_datalist, save_datalist, split_cases
     from .pipelines import lits_2d_augmentation, lits_2d_preprocessing, lits_3d_transforms, lits_evaluation_transforms
+    from .postprocessing import OpenForeground, OpenForegroundd, open_foreground
     from .slices import LiTSSliceDataset
     from .synthetic import SyntheticCase, generate_case, generate_dataset
     from .transforms import (
@@ -39,6 +41,7 @@ _MODULES = {
     "anti_alias": ["AntiAliasedResized", "SpacingAntiAliasd", "anti_aliasing_sigma"],
     "lits": ["case_id_from_path", "find_cases", "load_datalist", "prepare_datalist", "save_datalist", "split_cases"],
     "pipelines": ["lits_2d_augmentation", "lits_2d_preprocessing", "lits_3d_transforms", "lits_evaluation_transforms"],
+    "postprocessing": ["OpenForeground", "OpenForegroundd", "open_foreground"],
     "slices": ["LiTSSliceDataset"],
     "writers": ["AtomicNibabelWriter"],
     "synthetic": ["SyntheticCase", "generate_case", "generate_dataset"],
@@ -62,6 +65,8 @@ __all__ = [
     "CheckCaseFilesd",
     "InvalidCaseError",
     "LiTSSliceDataset",
+    "OpenForeground",
+    "OpenForegroundd",
     "SpacingAntiAliasd",
     "SyntheticCase",
     "ValidateCased",
@@ -76,6 +81,7 @@ __all__ = [
     "lits_3d_transforms",
     "lits_evaluation_transforms",
     "load_datalist",
+    "open_foreground",
     "prepare_datalist",
     "save_datalist",
     "slice_neighbours",
