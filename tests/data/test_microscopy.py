@@ -259,6 +259,15 @@ def test_colour_jitter_changes_channels_separately(pair):
     assert len({round(r, 3) for r in ratios}) == 3 and all(0.7 <= r <= 1.3 for r in ratios)
 
 
+@pytest.mark.parametrize(
+    "name, value", [("flip_prob", 1.5), ("rotate90_prob", -0.1), ("intensity_prob", "0.5"), ("noise_prob", 2)]
+)
+def test_augmentation_probabilities_outside_0_1_are_rejected(name, value):
+    """MONAI's random transforms would clip them silently: a typo must not become 'always' or 'never'."""
+    with pytest.raises(ValueError, match=rf"{name} must be a probability in \[0, 1\], got {value!r}"):
+        microscopy_transforms("train", spatial_size=32, **{name: value})
+
+
 def test_image_kinds_are_converted_to_rgb(tmp_path):
     grey16 = (np.arange(20 * 30).reshape(20, 30) * 100).astype(np.uint16)
     Image.fromarray(grey16).save(tmp_path / "g.tif")

@@ -69,6 +69,7 @@ from monai.transforms import (
 from PIL import Image
 
 from unet_monai.data.lits import _listing, _natural_key, split_and_save
+from unet_monai.data.pipelines import _check_probabilities
 from unet_monai.utils.io import atomic_path
 
 __all__ = [
@@ -672,7 +673,8 @@ def microscopy_transforms(
         plain tensors; ``"val"`` and ``"infer"`` return MetaTensors (for inverting and saving).
 
     Raises:
-        ValueError: unknown mode or spatial mode, a bad size, or 90-degree rotations with a non-square size.
+        ValueError: unknown mode or spatial mode, a bad size, 90-degree rotations with a non-square size, or
+            a probability outside [0, 1] (MONAI's random transforms would clip it silently).
 
     Example::
 
@@ -688,6 +690,9 @@ def microscopy_transforms(
         raise ValueError(f"90-degree rotations need a square spatial_size; got {size} (set rotate90_prob=0).")
     if mask_format not in _MASK_FORMATS:
         raise ValueError(f"mask_format must be one of {_MASK_FORMATS}; got {mask_format!r}.")
+    _check_probabilities(
+        flip_prob=flip_prob, rotate90_prob=rotate90_prob, intensity_prob=intensity_prob, noise_prob=noise_prob
+    )
     keys = [image_key] if mode == "infer" else [image_key, label_key]
     chain: list = [
         LoadImaged(image_key, reader=PILReader(reverse_indexing=False), dtype=None, ensure_channel_first=True),
