@@ -174,11 +174,12 @@ class _Base:
         """
         from monai.data import MetaTensor
 
+        if not self.filters:
+            return labels
+        out = MetaTensor(torch.from_numpy(labels)[None], affine=torch.as_tensor(affine, dtype=torch.float64))
         for f in self.filters:
-            pred = MetaTensor(torch.from_numpy(labels)[None], affine=torch.as_tensor(affine, dtype=torch.float64))
-            out = f({"pred": pred})["pred"]
-            labels = np.asarray(out[0].cpu().numpy() if isinstance(out, torch.Tensor) else out[0], dtype=np.uint8)
-        return labels
+            out = f({"pred": out})["pred"]
+        return np.asarray(out[0].cpu().numpy() if isinstance(out, torch.Tensor) else out[0], dtype=np.uint8)
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
