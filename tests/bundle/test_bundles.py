@@ -279,6 +279,23 @@ def test_3d_intensity_augmentation_probability(name):
     assert "intensity_prob must be a probability in [0, 1], got 1.5" in str(info.value.__cause__)
 
 
+@pytest.mark.parametrize(
+    "name, default",
+    [("liver_ct_unet3plus_3d_segmentation", 0.0), ("liver_ct_unetplusplus_3d_segmentation", 0.2)],
+)
+def test_3d_flip_probability(name, default):
+    def probabilities(**overrides: object) -> list[float]:
+        chain = cpu_parser(name, "train.json", **overrides).get_parsed_content("train#preprocessing").transforms
+        return [t.prob for t in chain if type(t).__name__ == "RandFlipd"]
+
+    # a mirrored patch puts the liver on the patient's left: the UNet 3+ 3D demo missed liver ends (bundle README)
+    assert probabilities() == [default] * 3
+    assert probabilities(flip_prob=0.5) == [0.5] * 3  # --flip_prob 0.5
+    with pytest.raises(RuntimeError) as info:
+        probabilities(flip_prob=-0.2)
+    assert "flip_prob must be a probability in [0, 1], got -0.2" in str(info.value.__cause__)
+
+
 @pytest.mark.parametrize("name", [name for name, kind in BUNDLES.items() if kind == "3d"])
 def test_3d_overlap_losses_score_the_tumour_over_the_batch_of_patches(name):
     """Per patch, Dice/IoU against the empty tumour masks of most patches suppress the tumour."""

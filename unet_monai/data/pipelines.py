@@ -168,7 +168,10 @@ def lits_3d_transforms(
         augment: ``"train"`` applies the random flips, affine and intensity changes below; ``False``: the
             patches only (e.g. for data known to be of one contrast phase; the 3D bundles' demos keep it on, their
             READMEs measure both).
-        flip_prob: probability of a flip along each spatial axis (train).
+        flip_prob: probability of a flip along each spatial axis (train). A flip mirrors the anatomy (the liver
+            onto the patient's left, or upside down in RAS); the 2D pipeline has none, and without them the UNet 3+
+            3D demo stopped missing the ends of the liver (validation liver Dice 0.882 -> 0.904 over three
+            training seeds, its bundle's README).
         affine_prob: probability of the random rotation/scaling (train).
         rotate_range: maximal rotation about each axis in radians (train).
         scale_range: maximal relative scaling (train).
