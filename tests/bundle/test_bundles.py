@@ -265,11 +265,16 @@ def test_3d_augmentation_switch(name, augment):
     assert augmenting == (["RandFlipd"] * 3 + ["RandAffined"] if augment is True else [])
 
 
+def _training_probabilities(name: str, transforms: tuple[str, ...], **overrides: object) -> list[float]:
+    """The ``prob`` of each of ``transforms`` in a 3D bundle's training chain, parsed with ``overrides``."""
+    chain = cpu_parser(name, "train.json", **overrides).get_parsed_content("train#preprocessing").transforms
+    return [t.prob for t in chain if type(t).__name__ in transforms]
+
+
 @pytest.mark.parametrize("name", [name for name, kind in BUNDLES.items() if kind == "3d"])
 def test_3d_intensity_augmentation_probability(name):
     def probabilities(**overrides: object) -> list[float]:
-        chain = cpu_parser(name, "train.json", **overrides).get_parsed_content("train#preprocessing").transforms
-        return [t.prob for t in chain if type(t).__name__ in ("RandScaleIntensityd", "RandShiftIntensityd")]
+        return _training_probabilities(name, ("RandScaleIntensityd", "RandShiftIntensityd"), **overrides)
 
     # 0.15 each, nnU-Net's probability: on most patches the changes blurred the liver's density (bundle README)
     assert probabilities() == [0.15, 0.15]
@@ -285,8 +290,7 @@ def test_3d_intensity_augmentation_probability(name):
 )
 def test_3d_flip_probability(name, default):
     def probabilities(**overrides: object) -> list[float]:
-        chain = cpu_parser(name, "train.json", **overrides).get_parsed_content("train#preprocessing").transforms
-        return [t.prob for t in chain if type(t).__name__ == "RandFlipd"]
+        return _training_probabilities(name, ("RandFlipd",), **overrides)
 
     # a mirrored patch puts the liver on the patient's left: the UNet 3+ 3D demo missed liver ends (bundle README)
     assert probabilities() == [default] * 3
